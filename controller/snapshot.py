@@ -1,0 +1,244 @@
+"""The immutable picture of the world that every request decision reads.
+
+Sources (the local file and probes now, Kubernetes watches later) never edit a
+snapshot: they build a new one with :func:`dataclasses.replace` and hand it to the
+:class:`~controller.store.SnapshotStore`, which swaps it in.  Readers take the
+current snapshot once and use it for the whole request, so a request never sees
+half an update.
+
+Whether maintenance is on depends on the clock as well as on the snapshot
+(``until`` ends a manual switch, windows open and close).  :meth:`Snapshot.evaluate`
+is the one place that turns (snapshot, now) into a :class:`Maintenance` verdict, and
+:meth:`Snapshot.next_change_after` tells the store when that verdict may next flip so
+it can re-evaluate exactly then instead of per request.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class ServiceReason(enum.StrEnum):
+    """Why a service is (not) ready; the same words the ServiceChecker status uses."""
+
+    READY = "Ready"
+    NO_READY_ENDPOINTS = "NoReadyEndpoints"
+    SERVICE_NOT_FOUND = "ServiceNotFound"
+    PROBE_FAILING = "ProbeFailing"
+    UNKNOWN = "Unknown"
+
+
+class CauseKind(enum.StrEnum):
+    """What switched maintenance on."""
+
+    SERVICE_DOWN = "ServiceDown"
+    MANUAL = "Manual"
+    WINDOW = "Window"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """One watched service as the sources last saw it."""
+
+    name: str
+    namespace: str
+    critical: bool
+    ready_endpoints: int
+    total_endpoints: int
+    reason: ServiceReason
+    min_ready: int = 1
+    last_transition: datetime | None = None
+    stale: bool = False
+    """True when the source could not confirm this state recently (last known kept)."""
+
+    @property
+    def ready(self) -> bool:
+        """Ready when at least ``min_ready`` endpoints are ready (the seed's ``ready`` flag)."""
+        if self.reason is ServiceReason.UNKNOWN:
+            # Never seen: not ready, but Unknown never triggers maintenance (see evaluate).
+            return False
+        return self.ready_endpoints >= self.min_ready
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ManualSwitch:
+    """A hand-operated maintenance switch from one source (file, admin API, CR, ConfigMap)."""
+
+    source: str
+    enabled: bool
+    reason: str | None = None
+    until: datetime | None = None
+    since: datetime | None = None
+
+    def active_at(self, now: datetime) -> bool:
+        return self.enabled and (self.until is None or now < self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A scheduled maintenance window, open on ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+    reason: str | None = None
+
+    def open_at(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """One reason maintenance is on; the page and ``/status`` list them all."""
+
+    kind: CauseKind
+    reason: str
+    since: datetime | None = None
+    until: datetime | None = None
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """The verdict for one instant: on or off, and every cause when on."""
+
+    active: bool
+    causes: tuple[Cause, ...] = ()
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(c.reason for c in self.causes) if self.causes else None
+
+    @property
+    def until(self) -> datetime | None:
+        """When maintenance is expected to end: known only when every cause has an end."""
+        if not self.causes or any(c.until is None for c in self.causes):
+            return None
+        return max(c.until for c in self.causes if c.until is not None)
+
+    @property
+    def since(self) -> datetime | None:
+        starts = [c.since for c in self.causes if c.since is not None]
+        return min(starts) if starts else None
+
+    @property
+    def affected_services(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for cause in self.causes:
+            for name in cause.services:
+                seen[name] = None
+        return tuple(seen)
+
+
+OFF = Maintenance(active=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the proxy needs to decide, as of one instant.  Never mutated."""
+
+    services: tuple[ServiceState, ...] = ()
+    switches: tuple[ManualSwitch, ...] = ()
+    windows: tuple[Window, ...] = ()
+    synced: bool = False
+    """True once every source has delivered its first complete state."""
+    errors: tuple[str, ...] = ()
+    """Problems the sources report (a bad file edit, say); the last good state is kept."""
+    version: int = 0
+    """Set by the store on publish; increases by one per swap."""
+
+    def evaluate(self, now: datetime) -> Maintenance:
+        """Return whether maintenance is on at ``now``, and why."""
+        causes: list[Cause] = []
+        down = [
+            s
+            for s in self.services
+            if s.critical and s.reason is not ServiceReason.UNKNOWN and not s.ready
+        ]
+        if down:
+            causes.append(
+                Cause(
+                    kind=CauseKind.SERVICE_DOWN,
+                    reason=_describe_down(down),
+                    since=_latest(s.last_transition for s in down),
+                    services=tuple(s.name for s in down),
+                )
+            )
+        for switch in self.switches:
+            if switch.active_at(now):
+                causes.append(
+                    Cause(
+                        kind=CauseKind.MANUAL,
+                        reason=switch.reason or "Scheduled maintenance",
+                        since=switch.since,
+                        until=switch.until,
+                    )
+                )
+        for window in self.windows:
+            if window.open_at(now):
+                causes.append(
+                    Cause(
+                        kind=CauseKind.WINDOW,
+                        reason=window.reason or "Scheduled maintenance window",
+                        since=window.start,
+                        until=window.end,
+                    )
+                )
+        if not causes:
+            return OFF
+        return Maintenance(active=True, causes=tuple(causes))
+
+    def next_change_after(self, now: datetime) -> datetime | None:
+        """The earliest instant after ``now`` at which :meth:`evaluate` may change."""
+        instants: list[datetime] = []
+        for switch in self.switches:
+            if switch.enabled and switch.until is not None and switch.until > now:
+                instants.append(switch.until)
+        for window in self.windows:
+            instants.extend(t for t in (window.start, window.end) if t > now)
+        return min(instants) if instants else None
+
+    def service(self, namespace: str, name: str) -> ServiceState | None:
+        for state in self.services:
+            if state.namespace == namespace and state.name == name:
+                return state
+        return None
+
+
+def merge_services(states: Iterable[ServiceState]) -> tuple[ServiceState, ...]:
+    """One entry per (namespace, name), stable order; critical if any entry is critical."""
+    merged: dict[tuple[str, str], ServiceState] = {}
+    for state in states:
+        previous = merged.get(state.key)
+        if previous is None:
+            merged[state.key] = state
+        elif state.critical and not previous.critical:
+            merged[state.key] = ServiceState(
+                name=previous.name,
+                namespace=previous.namespace,
+                critical=True,
+                ready_endpoints=previous.ready_endpoints,
+                total_endpoints=previous.total_endpoints,
+                reason=previous.reason,
+                min_ready=max(previous.min_ready, state.min_ready),
+                last_transition=previous.last_transition,
+                stale=previous.stale,
+            )
+    return tuple(merged[key] for key in sorted(merged))
+
+
+def _describe_down(down: list[ServiceState]) -> str:
+    names = ", ".join(s.name for s in down)
+    noun = "service" if len(down) == 1 else "services"
+    return f"Critical {noun} unavailable: {names}"
+
+
+def _latest(instants: Iterable[datetime | None]) -> datetime | None:
+    known = [t for t in instants if t is not None]
+    return max(known) if known else None

@@ -1,0 +1,299 @@
+"""All settings, read once at start-up from ``MWM_*`` environment variables.
+
+Groups nest with ``__``: ``MWM_UPSTREAM__URL``, ``MWM_BYPASS__PATH_PREFIXES``.  Lists
+accept JSON (``["/admin","/ops"]``) or a comma-separated string (``/admin,/ops``).
+Every secret is a :class:`~pydantic.SecretStr` that may also be read from a file
+(``..._FILE``, for Kubernetes Secret mounts).  Library code never reads the
+environment: :func:`load_settings` is called by the CLI and the result passed down.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from controller.settings import SourceSettings
+
+ENV_PREFIX = "MWM_"
+ENV_NESTED_DELIMITER = "__"
+
+
+def _split_list(value: object) -> object:
+    """Accept ``a,b`` as well as a JSON list for list settings given as one string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+Network = IPv4Network | IPv6Network
+
+
+def _parse_networks(value: object) -> object:
+    value = _split_list(value)
+    if isinstance(value, list):
+        return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+    return value
+
+
+NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
+
+
+def _read_secret_file(path: Path | None, field: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read secret file {path}: {exc.strerror}") from exc
+    if not text:
+        raise ValueError(f"{field}: secret file {path} is empty")
+    return SecretStr(text)
+
+
+class ListenSettings(BaseModel):
+    public_host: str = "0.0.0.0"
+    """Address of the public listener (user traffic)."""
+    public_port: int = Field(default=8080, ge=0, le=65535)
+    management_host: str = "0.0.0.0"
+    """Address of the management listener (probes, metrics, status, admin API)."""
+    management_port: int = Field(default=8081, ge=0, le=65535)
+
+
+class UpstreamSettings(BaseModel):
+    url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    """The application every non-blocked request is forwarded to."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    """Time to open a TCP connection to the upstream before answering 504."""
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest silence while waiting for the upstream's response head or body, then 504."""
+    pool_size: int = Field(default=100, ge=1)
+    """Keep-alive connections to the upstream kept open at most."""
+    keepalive_timeout_s: float = Field(default=15.0, gt=0)
+    """Idle keep-alive connections to the upstream are closed after this."""
+    websocket_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest websocket message relayed in either direction."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_query(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.query or value.fragment:
+            raise ValueError("must not contain a query string or fragment")
+        return value
+
+
+class ForwardedSettings(BaseModel):
+    trusted_hops: int = Field(default=0, ge=0, le=32)
+    """How many proxies in front of this one append to X-Forwarded-For.  0: the peer is the
+    client and incoming X-Forwarded-* headers are not believed."""
+
+
+class BypassSettings(BaseModel):
+    path_prefixes: StrList = Field(default_factory=lambda: ["/admin"])
+    """Requests whose normalized path is under one of these prefixes pass during maintenance."""
+    header_name: str = "X-Maintenance-Bypass"
+    """Header carrying the bypass token."""
+    token: SecretStr | None = None
+    """Bypass token for the header and for the cookie-issuing URL; unset disables both."""
+    token_file: Path | None = None
+    allow_cidrs: NetworkList = Field(default_factory=list)
+    """Client addresses (after trusted hops) that always pass."""
+    cookie_name: str = "mwm_bypass"
+    cookie_secret: SecretStr | None = None
+    """Key that signs bypass cookies; defaults to one derived from the token."""
+    cookie_secret_file: Path | None = None
+    cookie_lifetime_s: int = Field(default=12 * 3600, ge=60)
+    """How long a bypass cookie is honoured after it is issued."""
+    cookie_path: str = "/_mwm/bypass"
+    """Visiting ``<cookie_path>/<token>`` sets the bypass cookie and redirects to ``/``."""
+
+    @model_validator(mode="after")
+    def _read_files(self) -> Self:
+        token = _read_secret_file(self.token_file, "token_file")
+        if token is not None:
+            self.token = token
+        secret = _read_secret_file(self.cookie_secret_file, "cookie_secret_file")
+        if secret is not None:
+            self.cookie_secret = secret
+        for prefix in self.path_prefixes:
+            if not prefix.startswith("/"):
+                raise ValueError(f"path_prefixes: {prefix!r} must start with '/'")
+        if not self.cookie_path.startswith("/"):
+            raise ValueError("cookie_path: must start with '/'")
+        return self
+
+
+class PageSettings(BaseModel):
+    template_dir: Path | None = None
+    """Directory whose templates override the built-in ones (same file names)."""
+    title: str = "Down for maintenance"
+    message: str = "We are performing maintenance and will be back shortly."
+    contact: str | None = None
+    """Shown on the page, e.g. a status-page URL or an e-mail address."""
+    retry_after_s: int = Field(default=300, ge=0)
+    """Retry-After seconds when the end of maintenance is not known."""
+    refresh_s: int | None = Field(default=None, ge=1)
+    """Adds a ``Refresh`` header to the HTML page so browsers retry by themselves."""
+    show_services: bool = True
+    """List affected service names on the page; switch off to keep them private."""
+
+
+class ManagementSettings(BaseModel):
+    admin_token: SecretStr | None = None
+    """Token for the admin API (``Authorization: Bearer``); unset disables the admin API."""
+    admin_token_file: Path | None = None
+    readiness_drain: bool = False
+    """Fail /readyz during maintenance.  Off by default: a not-ready proxy is removed from
+    the Service and users see the load balancer's generic error instead of our page."""
+    public_services_path: str | None = "/services"
+    """Also answer /services on the public listener here; empty disables it."""
+    expose_service_names: bool = True
+    """Include service names in /services and /status."""
+
+    @field_validator("public_services_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _read_files(self) -> Self:
+        token = _read_secret_file(self.admin_token_file, "admin_token_file")
+        if token is not None:
+            self.admin_token = token
+        return self
+
+
+class ShutdownSettings(BaseModel):
+    prestop_delay_s: float = Field(default=0.0, ge=0)
+    """After SIGTERM, report not-ready this long before refusing new connections."""
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """In-flight requests get this long to finish before connections are closed."""
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    format: LogFormat = LogFormat.TEXT
+    access_log: bool = False
+    """One line per request; off by default because it costs throughput."""
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+
+class Settings(BaseSettings):
+    """The root of all settings; see the README's table for every variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    forwarded: ForwardedSettings = Field(default_factory=ForwardedSettings)
+    bypass: BypassSettings = Field(default_factory=BypassSettings)
+    page: PageSettings = Field(default_factory=PageSettings)
+    management: ManagementSettings = Field(default_factory=ManagementSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; ``problems`` lists every one, as ``VARIABLE: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: the process environment).
+
+    Raises :class:`SettingsError` with every problem found, never a traceback.
+    """
+    try:
+        if environ is None:
+            return Settings(**overrides)
+        return _settings_from_mapping(environ, overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from exc
+    except ValueError as exc:  # malformed JSON in a list variable, say
+        raise SettingsError([str(exc)]) from exc
+
+
+def _settings_from_mapping(environ: Mapping[str, str], overrides: dict[str, Any]) -> Settings:
+    """Build settings from an explicit mapping instead of ``os.environ`` (for tests, CLI)."""
+    tree: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                unknown.append(key)
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if unknown:
+        raise SettingsError([f"{key}: conflicts with another variable" for key in unknown])
+    tree.update(overrides)
+    return Settings.model_validate(tree)
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """``("upstream", "url")`` -> ``MWM_UPSTREAM__URL``."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts).upper()
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        field, sep, rest = message.partition(": ")
+        if sep and field.isidentifier() and field.islower():
+            # A group validator names the field it rejected: point at that variable.
+            loc, message = (*loc, field), rest
+        name = env_name(loc) if loc else "settings"
+        problems.append(f"{name}: {message}")
+    return problems
