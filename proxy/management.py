@@ -1,0 +1,216 @@
+"""The management listener: probes, metrics, ``/services``, ``/status`` and the admin API.
+
+Nothing here is ever gated by maintenance: liveness must keep passing (a restart loop
+would not end a maintenance), and readiness fails only while draining on SIGTERM or,
+as an explicit opt-in, during maintenance (``MWM_MANAGEMENT__READINESS_DRAIN``).
+
+The admin API switches the ``admin-api`` manual switch of this process:
+
+- ``GET /api/maintenance``: the switch and the aggregate status;
+- ``PUT /api/maintenance`` with ``{"enabled": true, "reason": "...", "until": "<RFC 3339>"}``;
+- ``DELETE /api/maintenance``: switch it off.
+
+It requires ``Authorization: Bearer <MWM_MANAGEMENT__ADMIN_TOKEN>``, compared in
+constant time; a token in the query string is refused outright so it never lands in
+access logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import hdrs, web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from controller.snapshot import ManualSwitch
+from proxy.public import SERVICES_KEY, Services, json_response
+
+log = logging.getLogger(__name__)
+
+ADMIN_SWITCH_SOURCE = "admin-api"
+_TOKEN_QUERY_NAMES = frozenset({"token", "access_token", "admin_token", "auth"})
+
+
+class SwitchRequest(BaseModel):
+    """Body of ``PUT /api/maintenance``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    reason: str | None = Field(default=None, max_length=500)
+    until: AwareDatetime | None = None
+
+
+def _problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/problem+json",
+        headers={hdrs.CACHE_CONTROL: "no-store"},
+    )
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES_KEY]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"}, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    s = _services(request)
+    state = s.store.current
+    problems = []
+    if s.lifecycle.draining:
+        problems.append("shutting down")
+    if not state.snapshot.synced:
+        problems.append("state not synced yet")
+    if s.settings.management.readiness_drain and state.maintenance.active:
+        problems.append("maintenance is on and readiness drain mode is enabled")
+    status = 503 if problems else 200
+    body = {"status": "ready" if not problems else "not ready", "problems": problems}
+    return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def services_doc(request: web.Request) -> web.Response:
+    s = _services(request)
+    return json_response(request, s.documents.services(s.store.current))
+
+
+async def status_doc(request: web.Request) -> web.Response:
+    s = _services(request)
+    return json_response(
+        request, s.documents.status(s.store.current, draining=s.lifecycle.draining)
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    s = _services(request)
+    return web.Response(
+        text=s.metrics.render(s.store.current),
+        content_type="text/plain",
+        headers={hdrs.CACHE_CONTROL: "no-store"},
+    )
+
+
+def _authorize(request: web.Request) -> web.Response | None:
+    """None when the request carries the admin token, else the refusal to send."""
+    if _TOKEN_QUERY_NAMES.intersection(k.lower() for k in request.query):
+        return _problem(
+            400,
+            "Token in URL",
+            "Send the admin token in the Authorization header, never in the query string.",
+        )
+    token = _services(request).settings.management.admin_token
+    if token is None:
+        return _problem(
+            403,
+            "Admin API disabled",
+            "Set MWM_MANAGEMENT__ADMIN_TOKEN (or ..._FILE) to enable the admin API.",
+        )
+    scheme, _, presented = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        response = _problem(401, "Unauthorized", "A valid 'Authorization: Bearer' token is needed.")
+        response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="mwm"'
+        return response
+    return None
+
+
+def _switch_body(switch: ManualSwitch | None) -> dict[str, Any]:
+    if switch is None:
+        return {"enabled": False, "reason": None, "until": None, "since": None}
+    return {
+        "enabled": switch.enabled,
+        "reason": switch.reason,
+        "until": switch.until.isoformat() if switch.until else None,
+        "since": switch.since.isoformat() if switch.since else None,
+    }
+
+
+def _admin_switch(s: Services) -> ManualSwitch | None:
+    for switch in s.store.current.snapshot.switches:
+        if switch.source == ADMIN_SWITCH_SOURCE:
+            return switch
+    return None
+
+
+def _admin_state(s: Services) -> web.Response:
+    state = s.store.current
+    body = {
+        "switch": _switch_body(_admin_switch(s)),
+        "maintenance": {"active": state.maintenance.active, "reason": state.maintenance.reason},
+    }
+    return web.json_response(body, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    return _authorize(request) or _admin_state(_services(request))
+
+
+async def put_maintenance(request: web.Request) -> web.Response:
+    refusal = _authorize(request)
+    if refusal is not None:
+        return refusal
+    s = _services(request)
+    try:
+        raw = await request.read()
+        body = SwitchRequest.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        return _problem(422, "Invalid request", "The request body is not valid.", errors=errors)
+    now = s.store.clock()
+    if body.until is not None and body.until <= now:
+        return _problem(422, "Invalid request", "'until' must be in the future.")
+    previous = _admin_switch(s)
+    since = previous.since if previous and previous.enabled and body.enabled else now
+    switch = ManualSwitch(
+        source=ADMIN_SWITCH_SOURCE,
+        enabled=body.enabled,
+        reason=body.reason,
+        until=body.until,
+        since=since if body.enabled else None,
+    )
+    s.store.set_switch(switch)
+    log.info(
+        "maintenance switched %s through the admin API",
+        "on" if body.enabled else "off",
+        extra={"reason": body.reason, "until": str(body.until) if body.until else None},
+    )
+    return _admin_state(s)
+
+
+async def delete_maintenance(request: web.Request) -> web.Response:
+    refusal = _authorize(request)
+    if refusal is not None:
+        return refusal
+    s = _services(request)
+    s.store.set_switch(ManualSwitch(source=ADMIN_SWITCH_SOURCE, enabled=False))
+    log.info("maintenance switched off through the admin API")
+    return _admin_state(s)
+
+
+def build_management_app(services: Services) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[SERVICES_KEY] = services
+    for path in ("/healthz", "/health"):
+        app.router.add_get(path, healthz)
+    for path in ("/readyz", "/ready"):
+        app.router.add_get(path, readyz)
+    app.router.add_get("/services", services_doc)
+    app.router.add_get("/status", status_doc)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/maintenance", get_maintenance)
+    app.router.add_put("/api/maintenance", put_maintenance)
+    app.router.add_post("/api/maintenance", put_maintenance)
+    app.router.add_delete("/api/maintenance", delete_maintenance)
+    return app
+

@@ -1,0 +1,206 @@
+"""The public listener: every user request is forwarded, let through, or given the page.
+
+Per request the work is: normalize the path once (the same string is checked and
+forwarded), read the current state, and, only while maintenance is on, build a
+:class:`~proxy.decision.RequestView` for the pure :func:`~proxy.decision.decide`.
+Pages and JSON documents are pre-rendered per state generation, so a blocked request
+costs a dict lookup and one write.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+
+from aiohttp import hdrs, web
+
+from controller.store import SnapshotStore
+from proxy.bypass import BypassPolicy
+from proxy.decision import Block, Bypass, RequestView, decide
+from proxy.forwarded import resolve_chain
+from proxy.forwarding import Forwarder
+from proxy.metrics import Metrics
+from proxy.negotiation import negotiate
+from proxy.pages import PageRenderer, RenderedPage
+from proxy.pathnorm import InvalidPath, normalize_path
+from proxy.settings import Settings
+from proxy.statusdocs import DocumentCache, JsonDocument
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+@dataclass
+class Lifecycle:
+    """Process-wide flags the listeners read; set by the runtime."""
+
+    draining: bool = False
+
+
+@dataclass
+class Services:
+    """Everything the listeners share, built once by the runtime."""
+
+    settings: Settings
+    store: SnapshotStore
+    renderer: PageRenderer
+    policy: BypassPolicy
+    forwarder: Forwarder
+    metrics: Metrics = field(default_factory=Metrics)
+    documents: DocumentCache = field(default_factory=DocumentCache)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+SERVICES_KEY = web.AppKey("services", Services)
+
+
+def page_response(page: RenderedPage) -> web.Response:
+    """An aiohttp response for a pre-rendered page (aiohttp drops the body for HEAD)."""
+    return web.Response(status=page.status, body=page.body, headers=dict(page.headers))
+
+
+def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Response:
+    headers = {
+        hdrs.ETAG: document.etag,
+        hdrs.CACHE_CONTROL: "no-cache",
+        hdrs.CONTENT_TYPE: _JSON,
+    }
+    if document.matches(request.headers.get(hdrs.IF_NONE_MATCH)):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=document.body, headers=headers)
+
+
+class PublicHandler:
+    """The single catch-all handler of the public listener."""
+
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        settings = services.settings
+        self._services_path = settings.management.public_services_path
+        self._cookie_prefix = settings.bypass.cookie_path.rstrip("/") + "/"
+        self._cookie_name = settings.bypass.cookie_name
+        self._bypass_header = settings.bypass.header_name
+        self._trusted_hops = settings.forwarded.trusted_hops
+        token = settings.bypass.token
+        self._cookie_token = token.get_secret_value().encode() if token else None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        s = self._s
+        raw_path = request.raw_path
+        query_at = raw_path.find("?")
+        try:
+            path = normalize_path(raw_path if query_at < 0 else raw_path[:query_at])
+        except InvalidPath:
+            s.metrics.requests["invalid"] += 1
+            return web.Response(status=400, text="Bad Request: invalid request path\n")
+
+        if path == self._services_path and request.method in ("GET", "HEAD"):
+            s.metrics.requests["services"] += 1
+            return json_response(request, s.documents.services(s.store.current))
+        if self._cookie_token is not None and path.startswith(self._cookie_prefix):
+            issued = self._issue_cookie(request, path)
+            if issued is not None:
+                return issued
+
+        state = s.store.current
+        if not state.maintenance.active:
+            s.metrics.requests["forward"] += 1
+            return await s.forwarder.forward(request, path=path)
+
+        decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
+        if isinstance(decision, Block):
+            s.metrics.requests["block"] += 1
+            fmt = negotiate(request.headers.get(hdrs.ACCEPT))
+            now = s.store.clock()
+            return page_response(s.renderer.maintenance_page(state, fmt, now=now))
+        if isinstance(decision, Bypass):
+            s.metrics.requests["bypass"] += 1
+            s.metrics.bypasses[decision.rule] += 1
+            log.info("maintenance bypass", extra={"rule": str(decision.rule), "path": path})
+            return await s.forwarder.forward(request, path=path, private=True)
+        s.metrics.requests["forward"] += 1
+        return await s.forwarder.forward(request, path=path)
+
+    def _view(self, request: web.Request, path: str) -> RequestView:
+        headers = request.headers
+        chain = resolve_chain(
+            request.remote,
+            headers.getall(hdrs.X_FORWARDED_FOR, ()),
+            trusted_hops=self._trusted_hops,
+        )
+        cookies: tuple[str, ...] = ()
+        if hdrs.COOKIE in headers:
+            cookies = tuple(_cookie_values(headers.getall(hdrs.COOKIE), self._cookie_name))
+        return RequestView(
+            method=request.method,
+            path=path,
+            client=chain.client,
+            bypass_tokens=tuple(headers.getall(self._bypass_header, ())),
+            bypass_cookies=cookies,
+        )
+
+    def _issue_cookie(self, request: web.Request, path: str) -> web.Response | None:
+        """``GET <cookie_path>/<token>`` sets a signed bypass cookie, like ``artisan down
+        --secret``.  A wrong token falls through to the normal decision, so the URL's
+        existence is not revealed."""
+        presented = path[len(self._cookie_prefix) :].encode()
+        signer = self._s.policy.cookie
+        if (
+            request.method != "GET"
+            or signer is None
+            or self._cookie_token is None
+            or not hmac.compare_digest(presented, self._cookie_token)
+        ):
+            return None
+        self._s.metrics.cookies_issued += 1
+        log.info("bypass cookie issued")
+        response = web.Response(
+            status=303,
+            headers={hdrs.LOCATION: "/", hdrs.CACHE_CONTROL: "no-store"},
+            text="Bypass cookie set\n",
+        )
+        response.set_cookie(
+            self._cookie_name,
+            signer.issue(now=time.time()),
+            max_age=self._s.settings.bypass.cookie_lifetime_s,
+            path="/",
+            httponly=True,
+            secure=_behind_tls(request, trusted_hops=self._trusted_hops),
+            samesite="Lax",
+        )
+        return response
+
+
+def _behind_tls(request: web.Request, *, trusted_hops: int) -> bool:
+    if request.secure:
+        return True
+    if trusted_hops > 0:
+        proto = request.headers.getall(hdrs.X_FORWARDED_PROTO, ())
+        return bool(proto) and proto[-1].split(",")[-1].strip().lower() == "https"
+    return False
+
+
+def _cookie_values(headers: list[str], name: str) -> list[str]:
+    values = []
+    for header in headers:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            continue  # a malformed Cookie header simply carries no bypass
+        morsel = jar.get(name)
+        if morsel is not None:
+            values.append(morsel.value)
+    return values
+
+
+def build_public_app(services: Services) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app[SERVICES_KEY] = services
+    handler = PublicHandler(services)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app

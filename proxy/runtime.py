@@ -1,0 +1,155 @@
+"""The composition root: builds every part from the settings and runs them together.
+
+Start order: load the state source (a broken file fails here, before any port opens),
+check templates (a broken override is logged and the built-in used), open the
+upstream session, start the management listener, then the public one.  Background
+work (the state source, the clock) runs as named tasks in one ``TaskGroup``.
+
+Shutdown order on SIGTERM (the signal handler only sets an event):
+1. report not-ready on ``/readyz`` and keep serving for ``prestop_delay_s``, so the
+   Service stops sending new traffic first;
+2. stop accepting on the public listener and let in-flight requests finish for up to
+   ``drain_timeout_s`` (aiohttp's graceful shutdown), then close what is left;
+3. stop the background tasks, close the upstream session, close the management listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from controller.localsource import LocalSource
+from controller.store import SnapshotStore
+from proxy.bypass import BypassPolicy
+from proxy.forwarding import Forwarder
+from proxy.management import build_management_app
+from proxy.negotiation import negotiate
+from proxy.pages import PageRenderer
+from proxy.public import Services, build_public_app, page_response
+from proxy.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    public: int
+    management: int
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # the asyncio.Server aiohttp opened
+    assert isinstance(server, asyncio.Server)
+    sockets = server.sockets
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+class Runtime:
+    """One running proxy; :meth:`run` until :meth:`request_stop` (or SIGTERM)."""
+
+    def __init__(self, settings: Settings, *, store: SnapshotStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or SnapshotStore()
+        self.source = LocalSource(settings.source.local, self.store)
+        self.renderer = PageRenderer(settings.page)
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.ports: BoundPorts | None = None
+        self.services: Services | None = None
+
+    def request_stop(self) -> None:
+        """Begin the graceful shutdown; safe to call from a signal handler."""
+        self._stop.set()
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        settings = self.settings
+        self.source.load()
+        for problem in self.renderer.check():
+            log.warning("template problem, the built-in template will be used: %s", problem)
+
+        def on_upstream_error(request: web.Request, status: int, reason: str) -> web.Response:
+            assert self.services is not None
+            self.services.metrics.upstream_errors[status] += 1
+            fmt = negotiate(request.headers.get("Accept"))
+            return page_response(self.renderer.error_page(status, reason, fmt))
+
+        forwarder = Forwarder(
+            settings.upstream,
+            trusted_hops=settings.forwarded.trusted_hops,
+            on_error=on_upstream_error,
+        )
+        services = self.services = Services(
+            settings=settings,
+            store=self.store,
+            renderer=self.renderer,
+            policy=BypassPolicy.from_settings(settings.bypass),
+            forwarder=forwarder,
+        )
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop)
+
+        await forwarder.start()
+        access_log = logging.getLogger("aiohttp.access") if settings.log.access_log else None
+        management = web.AppRunner(
+            build_management_app(services), access_log=access_log, shutdown_timeout=1.0
+        )
+        public = web.AppRunner(
+            build_public_app(services),
+            access_log=access_log,
+            shutdown_timeout=settings.shutdown.drain_timeout_s,
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.source.run(), name="local-source")
+                tasks.create_task(self.store.run_clock(), name="maintenance-clock")
+                await management.setup()
+                management_site = web.TCPSite(
+                    management, settings.listen.management_host, settings.listen.management_port
+                )
+                await management_site.start()
+                await public.setup()
+                public_site = web.TCPSite(
+                    public,
+                    settings.listen.public_host,
+                    settings.listen.public_port,
+                    backlog=1024,
+                )
+                await public_site.start()
+                self.ports = BoundPorts(
+                    public=_bound_port(public_site), management=_bound_port(management_site)
+                )
+                log.info(
+                    "listening",
+                    extra={
+                        "public_port": self.ports.public,
+                        "management_port": self.ports.management,
+                        "upstream": str(settings.upstream.url),
+                    },
+                )
+                self.started.set()
+                await self._stop.wait()
+                log.info("shutting down: reporting not ready")
+                services.lifecycle.draining = True
+                if settings.shutdown.prestop_delay_s > 0:
+                    await asyncio.sleep(settings.shutdown.prestop_delay_s)
+                log.info("shutting down: draining in-flight requests")
+                await public.cleanup()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            await public.cleanup()
+            await forwarder.close()
+            await management.cleanup()
+            log.info("stopped")
+
+
+class _Stopped(Exception):
+    """Raised inside the task group to cancel the background tasks on shutdown."""
+

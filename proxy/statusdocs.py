@@ -1,0 +1,129 @@
+"""The ``/services`` and ``/status`` JSON documents, built once per state generation.
+
+``/services`` keeps the Go operator's shape exactly (``[{"name", "namespace", "ready",
+"critical"}]``), but is ``[]`` rather than ``null`` when empty, lists each service
+once and in a stable order.  ``/status`` is the aggregate: whether maintenance is on,
+every cause, and every service with endpoint counts and a reason.
+
+Both carry a strong ``ETag`` derived from the body, so pollers can send
+``If-None-Match`` and get a cheap 304.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller.snapshot import Cause, ServiceState
+from controller.store import State
+
+
+@dataclass(frozen=True, slots=True)
+class JsonDocument:
+    body: bytes
+    etag: str
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """True when an ``If-None-Match`` header names this document (RFC 9110 §13.1.2)."""
+        if not if_none_match:
+            return False
+        if if_none_match.strip() == "*":
+            return True
+        candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+        return self.etag in candidates
+
+
+def _document(payload: Any) -> JsonDocument:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+    return JsonDocument(body=body, etag=f'"{digest}"')
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat().replace("+00:00", "Z") if instant else None
+
+
+def _service(state: ServiceState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "namespace": state.namespace,
+        "critical": state.critical,
+        "ready": state.ready,
+        "readyEndpoints": state.ready_endpoints,
+        "totalEndpoints": state.total_endpoints,
+        "minReady": state.min_ready,
+        "reason": str(state.reason),
+        "lastTransitionTime": _iso(state.last_transition),
+        "stale": state.stale,
+    }
+
+
+def _cause(cause: Cause) -> dict[str, Any]:
+    return {
+        "kind": str(cause.kind),
+        "reason": cause.reason,
+        "since": _iso(cause.since),
+        "until": _iso(cause.until),
+        "services": list(cause.services),
+    }
+
+
+def build_services(state: State) -> JsonDocument:
+    return _document(
+        [
+            {"name": s.name, "namespace": s.namespace, "ready": s.ready, "critical": s.critical}
+            for s in state.snapshot.services
+        ]
+    )
+
+
+def build_status(state: State, *, draining: bool = False) -> JsonDocument:
+    maintenance = state.maintenance
+    return _document(
+        {
+            "maintenance": {
+                "active": maintenance.active,
+                "reason": maintenance.reason,
+                "since": _iso(maintenance.since if maintenance.active else None),
+                "until": _iso(maintenance.until),
+                "causes": [_cause(c) for c in maintenance.causes],
+            },
+            "synced": state.snapshot.synced,
+            "draining": draining,
+            "generation": state.generation,
+            "lastChange": _iso(state.changed_at),
+            "services": [_service(s) for s in state.snapshot.services],
+            "errors": list(state.snapshot.errors),
+        }
+    )
+
+
+class DocumentCache:
+    """Keeps the documents of the latest generation; rebuilt only when it changes."""
+
+    def __init__(self) -> None:
+        self._generation = -1
+        self._services: JsonDocument | None = None
+        self._status: dict[bool, JsonDocument] = {}
+
+    def services(self, state: State) -> JsonDocument:
+        self._roll(state)
+        if self._services is None:
+            self._services = build_services(state)
+        return self._services
+
+    def status(self, state: State, *, draining: bool) -> JsonDocument:
+        self._roll(state)
+        document = self._status.get(draining)
+        if document is None:
+            document = self._status[draining] = build_status(state, draining=draining)
+        return document
+
+    def _roll(self, state: State) -> None:
+        if state.generation != self._generation:
+            self._generation = state.generation
+            self._services = None
+            self._status = {}
