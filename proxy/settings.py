@@ -59,6 +59,15 @@ def _parse_networks(value: object) -> object:
 NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
 
 
+def _empty_is_none(value: object) -> object:
+    """An empty variable means "not set" (a Helm value left blank, say)."""
+    return None if value == "" else value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+
+
 def _read_secret_file(path: Path | None, field: str) -> SecretStr | None:
     if path is None:
         return None
@@ -113,15 +122,15 @@ class BypassSettings(BaseModel):
     """Requests whose normalized path is under one of these prefixes pass during maintenance."""
     header_name: str = "X-Maintenance-Bypass"
     """Header carrying the bypass token."""
-    token: SecretStr | None = None
+    token: OptionalSecret = None
     """Bypass token for the header and for the cookie-issuing URL; unset disables both."""
-    token_file: Path | None = None
+    token_file: OptionalPath = None
     allow_cidrs: NetworkList = Field(default_factory=list)
     """Client addresses (after trusted hops) that always pass."""
     cookie_name: str = "mwm_bypass"
-    cookie_secret: SecretStr | None = None
+    cookie_secret: OptionalSecret = None
     """Key that signs bypass cookies; defaults to one derived from the token."""
-    cookie_secret_file: Path | None = None
+    cookie_secret_file: OptionalPath = None
     cookie_lifetime_s: int = Field(default=12 * 3600, ge=60)
     """How long a bypass cookie is honoured after it is issued."""
     cookie_path: str = "/_mwm/bypass"
@@ -144,7 +153,7 @@ class BypassSettings(BaseModel):
 
 
 class PageSettings(BaseModel):
-    template_dir: Path | None = None
+    template_dir: OptionalPath = None
     """Directory whose templates override the built-in ones (same file names)."""
     title: str = "Down for maintenance"
     message: str = "We are performing maintenance and will be back shortly."
@@ -159,21 +168,14 @@ class PageSettings(BaseModel):
 
 
 class ManagementSettings(BaseModel):
-    admin_token: SecretStr | None = None
+    admin_token: OptionalSecret = None
     """Token for the admin API (``Authorization: Bearer``); unset disables the admin API."""
-    admin_token_file: Path | None = None
+    admin_token_file: OptionalPath = None
     readiness_drain: bool = False
     """Fail /readyz during maintenance.  Off by default: a not-ready proxy is removed from
     the Service and users see the load balancer's generic error instead of our page."""
-    public_services_path: str | None = "/services"
+    public_services_path: Annotated[str | None, BeforeValidator(_empty_is_none)] = "/services"
     """Also answer /services on the public listener here; empty disables it."""
-    expose_service_names: bool = True
-    """Include service names in /services and /status."""
-
-    @field_validator("public_services_path", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _read_files(self) -> Self:
