@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controller.settings import SourceSettings
+from proxy.pathnorm import InvalidPath, normalize_path
 
 ENV_PREFIX = "MWM_"
 ENV_NESTED_DELIMITER = "__"
@@ -145,8 +146,10 @@ class BypassSettings(BaseModel):
         if secret is not None:
             self.cookie_secret = secret
         for prefix in self.path_prefixes:
-            if not prefix.startswith("/"):
-                raise ValueError(f"path_prefixes: {prefix!r} must start with '/'")
+            try:
+                normalize_path(prefix)
+            except InvalidPath as exc:
+                raise ValueError(f"path_prefixes: {prefix!r} is not a usable path: {exc}") from exc
         if not self.cookie_path.startswith("/"):
             raise ValueError("cookie_path: must start with '/'")
         return self

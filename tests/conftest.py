@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -13,7 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from controller.store import State
-from proxy.runtime import Runtime
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
 from proxy.settings import Settings, load_settings
 
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -99,6 +101,8 @@ def proxy_settings(upstream_url: str, env: Mapping[str, str] | None = None) -> S
 @pytest.fixture
 async def start_proxy(upstream: TestServer) -> AsyncIterator[ProxyFactory]:
     """Start mwm in this event loop in front of ``upstream``; stopped after the test."""
+    from proxy.runtime import Runtime
+
     started: list[tuple[Runtime, asyncio.Task[None]]] = []
     session = aiohttp.ClientSession(auto_decompress=False)
 

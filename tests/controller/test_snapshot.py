@@ -1,0 +1,233 @@
+"""The maintenance verdict: every trigger, its end, and when the clock must look again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.snapshot import (
+    CauseKind,
+    ManualSwitch,
+    ServiceReason,
+    ServiceState,
+    Snapshot,
+    Window,
+    merge_services,
+)
+from controller.store import SnapshotStore
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def service(
+    name: str = "api",
+    *,
+    critical: bool = True,
+    ready: int = 1,
+    total: int = 1,
+    min_ready: int = 1,
+    reason: ServiceReason | None = None,
+) -> ServiceState:
+    if reason is None:
+        reason = ServiceReason.READY if ready >= min_ready else ServiceReason.NO_READY_ENDPOINTS
+    return ServiceState(
+        name=name,
+        namespace="shop",
+        critical=critical,
+        ready_endpoints=ready,
+        total_endpoints=total,
+        reason=reason,
+        min_ready=min_ready,
+    )
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "active", "kinds"),
+    [
+        pytest.param(Snapshot(), False, [], id="empty"),
+        pytest.param(Snapshot(services=(service(),)), False, [], id="critical-ready"),
+        pytest.param(
+            Snapshot(services=(service(ready=0),)), True, [CauseKind.SERVICE_DOWN], id="down"
+        ),
+        pytest.param(
+            Snapshot(services=(service(ready=1, total=3, min_ready=2),)),
+            True,
+            [CauseKind.SERVICE_DOWN],
+            id="below-min-ready",
+        ),
+        pytest.param(
+            Snapshot(services=(service(critical=False, ready=0),)),
+            False,
+            [],
+            id="non-critical-down",
+        ),
+        pytest.param(
+            Snapshot(services=(service(ready=0, total=0, reason=ServiceReason.UNKNOWN),)),
+            False,
+            [],
+            id="unknown-never-triggers",
+        ),
+        pytest.param(
+            Snapshot(switches=(ManualSwitch(source="file", enabled=True),)),
+            True,
+            [CauseKind.MANUAL],
+            id="manual-on",
+        ),
+        pytest.param(
+            Snapshot(switches=(ManualSwitch(source="file", enabled=False),)),
+            False,
+            [],
+            id="manual-off",
+        ),
+        pytest.param(
+            Snapshot(switches=(ManualSwitch(source="f", enabled=True, until=NOW),)),
+            False,
+            [],
+            id="manual-until-reached",
+        ),
+        pytest.param(
+            Snapshot(switches=(ManualSwitch(source="f", enabled=True, until=NOW + HOUR),)),
+            True,
+            [CauseKind.MANUAL],
+            id="manual-until-ahead",
+        ),
+        pytest.param(
+            Snapshot(windows=(Window(start=NOW - HOUR, end=NOW + HOUR),)),
+            True,
+            [CauseKind.WINDOW],
+            id="window-open",
+        ),
+        pytest.param(
+            Snapshot(windows=(Window(start=NOW, end=NOW + HOUR),)),
+            True,
+            [CauseKind.WINDOW],
+            id="window-opens-now",
+        ),
+        pytest.param(
+            Snapshot(windows=(Window(start=NOW - HOUR, end=NOW),)),
+            False,
+            [],
+            id="window-ended",
+        ),
+        pytest.param(
+            Snapshot(
+                services=(service(ready=0),),
+                switches=(ManualSwitch(source="f", enabled=True),),
+                windows=(Window(start=NOW - HOUR, end=NOW + HOUR),),
+            ),
+            True,
+            [CauseKind.SERVICE_DOWN, CauseKind.MANUAL, CauseKind.WINDOW],
+            id="all-causes",
+        ),
+    ],
+)
+def test_verdict(snapshot: Snapshot, active: bool, kinds: list[CauseKind]) -> None:
+    maintenance = snapshot.evaluate(NOW)
+    assert maintenance.active is active
+    assert [cause.kind for cause in maintenance.causes] == kinds
+
+
+def test_until_is_known_only_when_every_cause_ends() -> None:
+    ends = Snapshot(
+        switches=(ManualSwitch(source="f", enabled=True, until=NOW + HOUR),),
+        windows=(Window(start=NOW - HOUR, end=NOW + 2 * HOUR, reason="DB upgrade"),),
+    ).evaluate(NOW)
+    assert ends.until == NOW + 2 * HOUR
+    assert ends.reason == "Scheduled maintenance; DB upgrade"
+    open_ended = Snapshot(
+        services=(service(ready=0),),
+        windows=(Window(start=NOW - HOUR, end=NOW + HOUR),),
+    ).evaluate(NOW)
+    assert open_ended.until is None
+    assert open_ended.affected_services == ("api",)
+
+
+def test_next_change_is_the_earliest_future_boundary() -> None:
+    snapshot = Snapshot(
+        switches=(ManualSwitch(source="f", enabled=True, until=NOW + 3 * HOUR),),
+        windows=(
+            Window(start=NOW + HOUR, end=NOW + 2 * HOUR),
+            Window(start=NOW - HOUR, end=NOW - HOUR / 2),
+        ),
+    )
+    assert snapshot.next_change_after(NOW) == NOW + HOUR
+    assert snapshot.next_change_after(NOW + HOUR) == NOW + 2 * HOUR
+    assert snapshot.next_change_after(NOW + 3 * HOUR) is None
+
+
+def test_merge_lists_each_service_once_critical_if_any_says_so() -> None:
+    merged = merge_services(
+        [service("b", critical=False), service("a", critical=False), service("b", critical=True)]
+    )
+    assert [(s.name, s.critical) for s in merged] == [("a", False), ("b", True)]
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_store_swaps_and_versions_snapshots() -> None:
+    store = SnapshotStore(clock=FakeClock(NOW))
+    first = store.publish(Snapshot(services=(service(),)))
+    second = store.publish(Snapshot(services=(service(ready=0),)))
+    assert (first.snapshot.version, second.snapshot.version) == (1, 2)
+    assert second.generation > first.generation
+    assert not first.maintenance.active  # the old state is untouched
+    assert second.maintenance.active
+    assert store.current is second
+
+
+def test_store_switches_are_owned_by_their_source() -> None:
+    store = SnapshotStore(clock=FakeClock(NOW))
+    store.set_switch(ManualSwitch(source="file", enabled=True, reason="file"))
+    store.set_switch(ManualSwitch(source="admin-api", enabled=True, reason="admin"))
+    store.set_switch(ManualSwitch(source="file", enabled=False))
+    switches = {s.source: s.enabled for s in store.current.snapshot.switches}
+    assert switches == {"file": False, "admin-api": True}
+    assert store.current.maintenance.reason == "admin"
+
+
+def test_refresh_flips_the_verdict_when_time_passes_and_only_then() -> None:
+    clock = FakeClock(NOW)
+    store = SnapshotStore(clock=clock)
+    store.publish(Snapshot(windows=(Window(start=NOW + HOUR, end=NOW + 2 * HOUR),)))
+    before = store.current
+    assert store.refresh() is before  # nothing changed: same state, no new generation
+    clock.now = NOW + HOUR
+    opened = store.refresh()
+    assert opened.maintenance.active
+    assert opened.changed_at == NOW + HOUR
+    clock.now = NOW + 2 * HOUR
+    assert not store.refresh().maintenance.active
+
+
+async def test_clock_task_reevaluates_when_until_passes() -> None:
+    store = SnapshotStore()
+    clock_task = asyncio.create_task(store.run_clock())
+    try:
+        until = datetime.now(UTC) + timedelta(milliseconds=100)
+        state = store.set_switch(ManualSwitch(source="admin-api", enabled=True, until=until))
+        assert state.maintenance.active
+        while store.current.maintenance.active:
+            await asyncio.wait_for(store.wait_for_change(store.current.generation), 5)
+        assert datetime.now(UTC) >= until
+    finally:
+        clock_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await clock_task
+
+
+async def test_listeners_hear_every_change() -> None:
+    store = SnapshotStore(clock=FakeClock(NOW))
+    heard: list[int] = []
+    store.add_listener(lambda state: heard.append(state.generation))
+    store.publish(Snapshot())
+    store.set_switch(ManualSwitch(source="x", enabled=True))
+    assert heard == [1, 2]
