@@ -1,0 +1,424 @@
+"""The local state file: a ServiceChecker-shaped YAML document, validated as a whole.
+
+Outside a cluster the operator describes the watched services, the manual switch and
+the windows in one file shaped like the ``ServiceChecker`` custom resource, so the same
+text can later move into a cluster.  Field names are the camelCase ones Kubernetes uses
+and unknown fields are errors, so a typo (``minready``) is reported instead of being
+silently ignored.
+
+:func:`parse_local_file` never lets a traceback escape: every problem it can find -- a
+YAML syntax error with its line, a missing file, a naive time, a window ending before
+it starts, a duplicate service -- comes back at once in one :class:`LocalConfigError`,
+each problem as ``"<file>: <path.in.document>: <message>"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+API_VERSION = "maintenance.mamrezb.com/v1alpha1"
+KIND = "ServiceChecker"
+DEFAULT_NAMESPACE = "default"
+MAX_SERVICES = 100
+MAX_WINDOWS = 100
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class LocalConfigError(Exception):
+    """The state file cannot be used; ``problems`` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _rfc3339(value: object) -> object:
+    """Accept only RFC 3339 text with a time zone: a naive time is ambiguous across hosts."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise PydanticCustomError(
+                "rfc3339",
+                "expected an RFC 3339 time such as 2026-12-01T10:00:00Z, got {value}",
+                {"value": repr(value)},
+            ) from None
+    else:
+        raise PydanticCustomError(
+            "rfc3339",
+            "expected an RFC 3339 time such as 2026-12-01T10:00:00Z, got {value}",
+            {"value": repr(value)},
+        )
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise PydanticCustomError(
+            "naive_datetime",
+            "time {value} has no time zone; add one, e.g. 2026-12-01T10:00:00Z",
+            {"value": repr(str(value))},
+        )
+    return parsed
+
+
+def _dns_label(value: str, what: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        raise PydanticCustomError(
+            "dns_label",
+            "{what} {value} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
+            {"what": what, "value": repr(value)},
+        )
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
+class _Model(BaseModel):
+    """Kubernetes spelling (camelCase), no unknown fields, immutable once parsed."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+class HttpProbeSpec(_Model):
+    url: str
+    expect_status: frozenset[int] | None = None
+    """Statuses that count as healthy; None means any 2xx or 3xx (as Kubernetes does)."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PydanticCustomError(
+                "http_url",
+                "expected an http:// or https:// URL with a host, got {url}",
+                {"url": repr(url)},
+            )
+        return url
+
+    @field_validator("expect_status")
+    @classmethod
+    def _check_statuses(cls, statuses: frozenset[int] | None) -> frozenset[int] | None:
+        if statuses is None:
+            return None
+        if not statuses:
+            raise PydanticCustomError(
+                "expect_status", "must list at least one status (or be left out for 2xx/3xx)"
+            )
+        bad = sorted(s for s in statuses if not 100 <= s <= 599)
+        if bad:
+            raise PydanticCustomError(
+                "expect_status", "not HTTP statuses (100-599): {bad}", {"bad": bad}
+            )
+        return statuses
+
+
+class TcpProbeSpec(_Model):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class ProbeSpec(_Model):
+    """How to check one service; unset timings take the source's defaults."""
+
+    http: HttpProbeSpec | None = None
+    tcp: TcpProbeSpec | None = None
+    interval_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    failure_threshold: int | None = Field(default=None, ge=1)
+    success_threshold: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> ProbeSpec:
+        if (self.http is None) == (self.tcp is None):
+            raise PydanticCustomError("probe_kind", "set exactly one of 'http' or 'tcp'")
+        return self
+
+
+class ServiceSpec(_Model):
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    """Filled from ``metadata.namespace`` (then ``default``) when empty or missing."""
+    critical: bool = False
+    min_ready: int = Field(default=1, ge=1)
+    probe: ProbeSpec | None = None
+    """Without a probe the service is taken as ready."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return _dns_label(name, "name")
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, namespace: str) -> str:
+        return _dns_label(namespace, "namespace")
+
+    @field_validator("min_ready")
+    @classmethod
+    def _check_min_ready(cls, min_ready: int) -> int:
+        # A probe sees the service as one endpoint, so a larger minimum could never be met
+        # and the service would hold the site in maintenance for ever.
+        if min_ready > 1:
+            raise PydanticCustomError(
+                "min_ready",
+                "must be 1 in the local file: a probe sees the service as one endpoint",
+            )
+        return min_ready
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+class MaintenanceSpec(_Model):
+    """The file's manual switch."""
+
+    enabled: bool = False
+    reason: str | None = None
+    until: Rfc3339 | None = None
+
+
+class WindowSpec(_Model):
+    start: Rfc3339
+    end: Rfc3339
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> WindowSpec:
+        if self.end <= self.start:
+            raise PydanticCustomError(
+                "window_order",
+                "end {end} must be after start {start}",
+                {"end": self.end.isoformat(), "start": self.start.isoformat()},
+            )
+        return self
+
+
+class Metadata(_Model):
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, namespace: str | None) -> str | None:
+        return _dns_label(namespace, "namespace") if namespace else None
+
+
+class CheckerSpec(_Model):
+    services: tuple[ServiceSpec, ...] = Field(default=(), max_length=MAX_SERVICES)
+    maintenance: MaintenanceSpec | None = None
+    windows: tuple[WindowSpec, ...] = Field(default=(), max_length=MAX_WINDOWS)
+
+
+class LocalSpec(_Model):
+    """The whole file.  Services' namespaces are resolved, duplicates rejected."""
+
+    api_version: Literal["maintenance.mamrezb.com/v1alpha1"] | None = None
+    kind: Literal["ServiceChecker"] | None = None
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: CheckerSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_namespaces(cls, data: Any) -> Any:
+        return _with_default_namespaces(data)
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> LocalSpec:
+        problems = _duplicate_services([s.key for s in self.spec.services])
+        if problems:
+            raise PydanticCustomError("duplicate_service", "; ".join(problems))
+        return self
+
+
+def _with_default_namespaces(data: Any) -> Any:
+    """Return ``data`` with each service's empty namespace filled in (input left untouched)."""
+    if not isinstance(data, Mapping):
+        return data
+    metadata = data.get("metadata")
+    default = DEFAULT_NAMESPACE
+    if isinstance(metadata, Mapping):
+        namespace = metadata.get("namespace")
+        if isinstance(namespace, str) and namespace.strip():
+            default = namespace.strip()
+    spec = data.get("spec")
+    if not isinstance(spec, Mapping):
+        return data
+    services = spec.get("services")
+    if not isinstance(services, list):
+        return data
+    resolved = [
+        {**s, "namespace": default} if isinstance(s, Mapping) and not s.get("namespace") else s
+        for s in services
+    ]
+    return {**data, "spec": {**spec, "services": resolved}}
+
+
+def _duplicate_services(keys: Sequence[tuple[str, str] | None]) -> list[str]:
+    """One message per repeated (namespace, name); ``None`` entries are skipped."""
+    first_seen: dict[tuple[str, str], int] = {}
+    problems = []
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first_seen:
+            namespace, name = key
+            problems.append(
+                f"spec.services[{index}]: duplicate service {namespace}/{name} "
+                f"(already listed at spec.services[{first_seen[key]}])"
+            )
+        else:
+            first_seen[key] = index
+    return problems
+
+
+def _raw_service_keys(data: Any) -> list[tuple[str, str] | None]:
+    """Best-effort (namespace, name) keys from unvalidated data, to report duplicates even
+    when other parts of the file are invalid (pydantic skips whole-model checks then)."""
+    resolved = _with_default_namespaces(data)
+    spec = resolved.get("spec") if isinstance(resolved, Mapping) else None
+    services = spec.get("services") if isinstance(spec, Mapping) else None
+    if not isinstance(services, list):
+        return []
+    keys: list[tuple[str, str] | None] = []
+    for service in services:
+        name = service.get("name") if isinstance(service, Mapping) else None
+        namespace = service.get("namespace") if isinstance(service, Mapping) else None
+        if isinstance(name, str) and isinstance(namespace, str):
+            keys.append((namespace.strip(), name.strip()))
+        else:
+            keys.append(None)
+    return keys
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without timestamp magic (times are validated as RFC 3339 text) and
+    with duplicate keys rejected (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue  # merge keys (<<) may legitimately be overridden
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _format_loc(loc: Iterable[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+_MESSAGES = {
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field (field names are camelCase, e.g. minReady)",
+}
+
+
+def _problems_from(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = _format_loc(error["loc"])
+        message = _MESSAGES.get(error["type"], error["msg"])
+        if error["type"] == "duplicate_service":
+            problems.extend(message.split("; "))
+            continue
+        problems.append(f"{loc}: {message}" if loc else message)
+    return problems
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = ": ".join(p for p in (exc.context, exc.problem) if p)
+        return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {what}"
+    return f"invalid YAML: {exc}"
+
+
+def parse_local_file(path: Path) -> LocalSpec:
+    """Read and validate the state file; raise :class:`LocalConfigError` with every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LocalConfigError([f"{path}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LocalConfigError([f"{path}: cannot read the file: {exc}"]) from exc
+    return parse_local_text(text, source=str(path))
+
+
+def parse_local_text(text: str, *, source: str) -> LocalSpec:
+    """Validate the text of a state file; ``source`` names it in every problem."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise LocalConfigError([f"{source}: {_describe_yaml_error(exc)}"]) from exc
+    if data is None:
+        raise LocalConfigError(
+            [f"{source}: the file is empty; expected a mapping with at least 'spec'"]
+        )
+    if not isinstance(data, dict):
+        raise LocalConfigError(
+            [
+                f"{source}: the top level must be a mapping (apiVersion, kind, metadata, spec), "
+                f"not a {type(data).__name__}"
+            ]
+        )
+    try:
+        return LocalSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems_from(exc)
+        if not any(e["type"] == "duplicate_service" for e in exc.errors()):
+            problems.extend(_duplicate_services(_raw_service_keys(data)))
+        raise LocalConfigError([f"{source}: {p}" for p in problems]) from None
