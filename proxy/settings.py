@@ -99,8 +99,10 @@ class UpstreamSettings(BaseModel):
     """Longest silence while waiting for the upstream's response head or body, then 504."""
     pool_size: int = Field(default=100, ge=1)
     """Keep-alive connections to the upstream kept open at most."""
-    keepalive_timeout_s: float = Field(default=15.0, gt=0)
-    """Idle keep-alive connections to the upstream are closed after this."""
+    keepalive_timeout_s: float = Field(default=4.0, gt=0)
+    """Idle keep-alive connections to the upstream are closed after this.  Keep it below the
+    upstream's own idle timeout (uvicorn and Node.js: 5 s) so a pooled connection is never
+    reused just as the upstream closes it (that request would get a 502)."""
     websocket_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest websocket message relayed in either direction."""
 

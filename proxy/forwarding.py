@@ -1,0 +1,452 @@
+"""Forwarding a request to the upstream application and relaying its answer.
+
+One :class:`aiohttp.ClientSession` lives as long as the app: its connection pool keeps
+keep-alive connections to the upstream warm, which is most of a reverse proxy's speed.
+The session has no cookie jar (an upstream ``Set-Cookie`` must never ride along on
+another user's request), never decompresses (bodies pass byte for byte with their
+``Content-Encoding``), never follows redirects and adds no default headers the client
+did not send.
+
+Bodies stream both ways with backpressure, so a large upload or download costs a few
+buffers of memory, not its size.  Small bodies with a known length are read whole and
+answered in one write, which saves syscalls on the common case.
+
+How failures surface:
+
+- Before the response head arrives, the client gets the error page from ``on_error``:
+  502 when the upstream could not be reached or broke the exchange (refused, reset,
+  DNS failure, garbage instead of HTTP, a websocket handshake it refused), 504 when it
+  stayed silent past ``connect_timeout_s`` or ``read_timeout_s``.
+- After the head was relayed, a failure cannot become an error page any more; the
+  client connection is closed so the client sees an incomplete response instead of a
+  clean but truncated one.
+- The client going away stops the relay and releases the upstream connection.
+
+A websocket upgrade is relayed message by message: the upstream socket is opened first
+(offering the client's subprotocols), the client's is accepted with the one the upstream
+chose, then two pumps copy text, binary, ping and pong frames until either side closes;
+its close code and reason are passed to the other side.  A side that vanishes without a
+close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.
+
+aiohttp's one silent retry of idempotent requests on a dropped connection is switched
+off (as aiohttp's own test client does): a proxy should not double the load on an
+upstream that is failing, and a retry would send a streamed body that is already gone.
+Keep ``keepalive_timeout_s`` shorter than the upstream's own keep-alive timeout so a
+pooled connection is not reused just as the upstream closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from proxy.forwarded import resolve_chain
+from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
+from proxy.settings import UpstreamSettings
+
+ErrorResponder = Callable[[web.Request, int, str], web.StreamResponse]
+"""Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
+
+BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
+"""Response bodies up to this size, with a known length, are read whole and sent in one
+write; larger or unknown-length bodies are streamed."""
+
+# Headers a client could forge to pose as another address, host or scheme.  Dropped
+# when no proxy in front is trusted; when one is, the X-Forwarded trio is rewritten.
+_CLIENT_FORWARDING: Final = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+)
+_REWRITTEN: Final = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+# The server already answered ``Expect: 100-continue`` before the handler ran.
+_ANSWERED_HERE: Final = ("expect",)
+# The websocket handshake is per connection: aiohttp makes its own toward the upstream.
+_HANDSHAKE: Final = (
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+)
+_REQUEST_DROP_UNTRUSTED: Final = hop_by_hop_and(*_CLIENT_FORWARDING, *_ANSWERED_HERE)
+_REQUEST_DROP_TRUSTED: Final = hop_by_hop_and(*_REWRITTEN, *_ANSWERED_HERE)
+_HANDSHAKE_DROP: Final = frozenset(_HANDSHAKE)
+
+# aiohttp adds these when absent; a proxy passes only what the client sent.
+_SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# Shared caches (and CDNs, which obey these over Cache-Control) must not keep them.
+_SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
+
+_RELAYED_FRAMES: Final = frozenset(
+    {WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG}
+)
+# Close codes that describe a missing or broken close frame and may not be sent (RFC 6455
+# section 7.4.1); 0 is what aiohttp reports for a close frame without a code.
+_UNSENDABLE_CLOSE_CODES: Final = frozenset({0, 1005, 1006, 1015})
+_CLIENT_LOST: Final = int(aiohttp.WSCloseCode.GOING_AWAY)
+_UPSTREAM_LOST: Final = int(aiohttp.WSCloseCode.BAD_GATEWAY)
+
+
+class Forwarder:
+    """Forwards requests to the one upstream over a shared connection pool.
+
+    Create it once per app, :meth:`start` it on startup and :meth:`close` it on cleanup
+    (an ``aiohttp`` ``cleanup_ctx`` does both).
+    """
+
+    __slots__ = (
+        "_base",
+        "_max_message_bytes",
+        "_on_error",
+        "_request_drop",
+        "_session",
+        "_settings",
+        "_trusted_hops",
+        "_websocket_drop",
+    )
+
+    def __init__(
+        self, settings: UpstreamSettings, *, trusted_hops: int, on_error: ErrorResponder
+    ) -> None:
+        self._settings = settings
+        self._trusted_hops = trusted_hops
+        self._on_error = on_error
+        self._max_message_bytes = settings.websocket_max_message_bytes
+        upstream = URL(str(settings.url))
+        # Scheme, authority and base path, without the trailing slash pydantic adds.
+        self._base = str(upstream.with_path("")).rstrip("/") + upstream.raw_path.rstrip("/")
+        self._request_drop = _REQUEST_DROP_TRUSTED if trusted_hops else _REQUEST_DROP_UNTRUSTED
+        self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Create the shared session; call from a running event loop."""
+        settings = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=settings.pool_size, keepalive_timeout=settings.keepalive_timeout_s
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=_SKIPPED_AUTO_HEADERS,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.connect_timeout_s,
+                sock_read=settings.read_timeout_s,
+            ),
+            trust_env=False,
+        )
+        session._retry_connection = False  # see the module docstring
+        self._session = session
+
+    async def close(self) -> None:
+        """Close the pool; in-flight forwards fail, so drain requests first."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward(
+        self, request: web.Request, *, path: str, private: bool = False
+    ) -> web.StreamResponse:
+        """Send ``request`` to the upstream at ``path`` and relay the answer.
+
+        ``path`` is the already-normalized, still percent-encoded path chosen by the
+        caller; it is sent as is (after the upstream's base path), with the request's raw
+        query string.  ``private`` marks a request let through by a maintenance bypass:
+        its response is made uncacheable by shared caches (see :func:`_make_private`).
+        """
+        session = self._session
+        assert session is not None, "Forwarder.start() was not awaited"
+        query = request.rel_url.raw_query_string
+        url = URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
+        upgrade = request.headers.get("Upgrade")
+        if upgrade is not None and upgrade.lower() == "websocket":
+            offered = _offered_protocols(request)
+            # A malformed handshake is forwarded as plain HTTP, without its Upgrade.
+            if web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
+                return await self._forward_websocket(request, session, url, offered)
+        headers = self._upstream_headers(request, self._request_drop)
+        try:
+            upstream = await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=request.content if request.body_exists else None,
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
+            return self._on_error(request, 504, self._timeout_reason(exc))
+        except aiohttp.ClientError as exc:
+            return self._on_error(request, 502, _failure_reason(exc))
+        try:
+            return await self._relay_response(request, upstream, private=private)
+        finally:
+            upstream.release()
+
+    def _upstream_headers(self, request: web.Request, drop: frozenset[str]) -> CIMultiDict[str]:
+        incoming = request.headers
+        headers = CIMultiDict(strip_hop_by_hop(incoming.items(), drop=drop))
+        host = incoming.get("Host")
+        if self._trusted_hops:
+            forwarded_for = resolve_chain(
+                request.remote,
+                incoming.getall("X-Forwarded-For", ()),
+                trusted_hops=self._trusted_hops,
+            ).header
+            proto = _last_value(incoming, "X-Forwarded-Proto") or request.scheme
+            forwarded_host = _last_value(incoming, "X-Forwarded-Host") or host
+        else:
+            # What resolve_chain answers for zero trusted hops, without parsing the address.
+            forwarded_for = request.remote or ""
+            proto = request.scheme
+            forwarded_host = host
+        if forwarded_for:
+            headers["X-Forwarded-For"] = forwarded_for
+        if forwarded_host:
+            headers["X-Forwarded-Host"] = forwarded_host
+        headers["X-Forwarded-Proto"] = proto
+        return headers
+
+    async def _relay_response(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, *, private: bool
+    ) -> web.StreamResponse:
+        headers = strip_hop_by_hop(upstream.headers.items())
+        length = upstream.content_length
+        if (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or _has_no_body(
+            request.method, upstream.status
+        ):
+            try:
+                body = await upstream.read()
+            except TimeoutError as exc:
+                return self._on_error(request, 504, self._timeout_reason(exc))
+            except aiohttp.ClientError as exc:
+                return self._on_error(request, 502, _failure_reason(exc))
+            whole = web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            )
+            if private:
+                _make_private(whole.headers)
+            return whole
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
+        if private:
+            _make_private(response.headers)
+        try:
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            # Upstream died or went silent mid-body, or the client left: neither side can
+            # be told with a status any more.  Closing the client connection (rather than
+            # ending the body) makes the client see an incomplete response.
+            upstream.close()
+            response.force_close()
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+        return response
+
+    def _timeout_reason(self, exc: TimeoutError) -> str:
+        settings = self._settings
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"upstream did not accept a connection within {settings.connect_timeout_s:g} s"
+        return f"upstream did not respond within {settings.read_timeout_s:g} s"
+
+    async def _forward_websocket(
+        self,
+        request: web.Request,
+        session: aiohttp.ClientSession,
+        url: URL,
+        offered: list[str],
+    ) -> web.StreamResponse:
+        """Open the upstream websocket first, then accept the client's with the
+        subprotocol the upstream chose from those the client ``offered``."""
+        headers = self._upstream_headers(request, self._websocket_drop)
+        try:
+            upstream = await session.ws_connect(
+                url,
+                headers=headers,
+                protocols=offered,
+                autoclose=False,
+                autoping=False,
+                max_msg_size=self._max_message_bytes,
+                decode_text=False,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return self._on_error(
+                request, 502, f"upstream refused the websocket handshake (status {exc.status})"
+            )
+        except TimeoutError as exc:
+            return self._on_error(request, 504, self._timeout_reason(exc))
+        except aiohttp.ClientError as exc:
+            return self._on_error(request, 502, _failure_reason(exc))
+        client = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoclose=False,
+            autoping=False,
+            max_msg_size=self._max_message_bytes,
+            decode_text=False,
+        )
+        try:
+            try:
+                await client.prepare(request)
+            except ConnectionError:
+                return client  # the client left during the handshake
+            relay = _WebSocketRelay()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    relay.pump(
+                        client, upstream, source_lost=_CLIENT_LOST, sink_lost=_UPSTREAM_LOST
+                    ),
+                    name="websocket client->upstream",
+                )
+                group.create_task(
+                    relay.pump(
+                        upstream, client, source_lost=_UPSTREAM_LOST, sink_lost=_CLIENT_LOST
+                    ),
+                    name="websocket upstream->client",
+                )
+        finally:
+            if not upstream.closed:
+                await upstream.close(code=_CLIENT_LOST)
+        return client
+
+
+class _Socket(Protocol):
+    """What the relay needs from either side of a websocket (server or client end)."""
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def receive(self) -> WSMessage | WSMessageTextBytes: ...
+
+    async def send_frame(
+        self, message: bytes, opcode: WSMsgType, compress: int | None = None
+    ) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+class _WebSocketRelay:
+    """Two pumps that copy frames each way until one side closes.
+
+    Whichever side closes first decides: its close code and reason go to the other side,
+    and the other side's reply code goes back.  ``closing`` stops the second pump from
+    starting a close of its own when the first pump's close wakes it up.
+    """
+
+    __slots__ = ("closing",)
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    async def pump(
+        self, source: _Socket, sink: _Socket, *, source_lost: int, sink_lost: int
+    ) -> None:
+        """Copy frames from ``source`` to ``sink`` until a close.
+
+        ``source_lost`` is the code ``sink`` gets when ``source`` vanishes without a close
+        frame; ``sink_lost`` the code ``source`` gets when ``sink`` breaks under a write.
+        """
+        while True:
+            message = await source.receive()
+            kind = message.type
+            if kind in _RELAYED_FRAMES:
+                try:
+                    await sink.send_frame(message.data, kind)
+                except ConnectionError:
+                    if not self.closing:
+                        self.closing = True
+                        await source.close(code=sink_lost)
+                    return
+                continue
+            if self.closing:
+                return
+            self.closing = True
+            if kind is WSMsgType.CLOSE:
+                code = _sendable(message.data)
+                await sink.close(code=code, message=(message.extra or "").encode())
+                reply = sink.close_code
+                await source.close(code=_sendable(reply) if reply else code)
+            else:  # CLOSED or ERROR: the source connection is gone
+                await sink.close(code=source_lost)
+            return
+
+
+def _offered_protocols(request: web.Request) -> list[str]:
+    return [
+        token.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for token in value.split(",")
+        if token.strip()
+    ]
+
+
+def _sendable(code: object) -> int:
+    if isinstance(code, int) and code not in _UNSENDABLE_CLOSE_CODES:
+        return code
+    return aiohttp.WSCloseCode.OK
+
+
+def _last_value(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """The entry the nearest (trusted) proxy appended: last line, last comma item."""
+    values = headers.getall(name, ())
+    if not values:
+        return None
+    return values[-1].rpartition(",")[2].strip() or None
+
+
+def _has_no_body(method: str, status: int) -> bool:
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
+def _make_private(headers: CIMultiDict[str]) -> None:
+    """Keep a bypassed response out of shared caches.
+
+    A request let through during maintenance (admin cookie, token, address) may see
+    content others must not see, and a CDN holding it would serve the app to everyone
+    while the 503 is due.  Replacing ``Cache-Control`` outright is simpler and safer than
+    merging with the upstream's directives; ``private`` still lets the admin's own
+    browser cache, ``no-store`` covers caches that ignore ``private``, and ``Vary:
+    Cookie`` keeps even a cache that disregards both from serving the response to a
+    client without the same cookie.  ``CDN-Cache-Control`` and ``Surrogate-Control``
+    go too: CDNs obey them over ``Cache-Control``.
+    """
+    headers["Cache-Control"] = "private, no-store"
+    for name in _SHARED_CACHE_CONTROLS:
+        headers.popall(name, None)
+    headers.add("Vary", "Cookie")
+
+
+def _failure_reason(exc: aiohttp.ClientError) -> str:
+    """A reason for the error page: what went wrong, without internal host names."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "upstream host name could not be resolved"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "upstream refused the connection"
+        return "could not connect to the upstream"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "upstream closed the connection without a complete response"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "upstream sent an incomplete response body"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "upstream sent an invalid HTTP response"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return "connection to the upstream failed"
+    return "upstream request failed"
