@@ -72,12 +72,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(problems)
         return EXIT_CONFIG
     configure_logging(settings.log)
-    from proxy.runtime import Runtime
+    from proxy.runtime import Runtime, StartupError
 
     async def main() -> None:
         await Runtime(settings).run(handle_signals=True)
 
-    _run_async(main)
+    try:
+        _run_async(main)
+    except (StartupError, LocalConfigError) as exc:
+        print(f"mwm: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -213,4 +213,3 @@ def build_management_app(services: Services) -> web.Application:
     app.router.add_post("/api/maintenance", put_maintenance)
     app.router.add_delete("/api/maintenance", delete_maintenance)
     return app
-

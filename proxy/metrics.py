@@ -44,7 +44,9 @@ class Metrics:
             "mwm_requests_total",
             [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.requests.items())],
         )
-        family("mwm_bypass_total", [(f'{{rule="{k}"}}', v) for k, v in sorted(self.bypasses.items())])
+        family(
+            "mwm_bypass_total", [(f'{{rule="{k}"}}', v) for k, v in sorted(self.bypasses.items())]
+        )
         family(
             "mwm_upstream_errors_total",
             [(f'{{status="{k}"}}', v) for k, v in sorted(self.upstream_errors.items())],

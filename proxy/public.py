@@ -88,7 +88,7 @@ class PublicHandler:
         token = settings.bypass.token
         self._cookie_token = token.get_secret_value().encode() if token else None
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         s = self._s
         raw_path = request.raw_path
         query_at = raw_path.find("?")
@@ -179,7 +179,7 @@ def _behind_tls(request: web.Request, *, trusted_hops: int) -> bool:
     if request.secure:
         return True
     if trusted_hops > 0:
-        proto = request.headers.getall(hdrs.X_FORWARDED_PROTO, ())
+        proto: list[str] = request.headers.getall(hdrs.X_FORWARDED_PROTO, [])
         return bool(proto) and proto[-1].split(",")[-1].strip().lower() == "https"
     return False
 
@@ -202,5 +202,5 @@ def build_public_app(services: Services) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[SERVICES_KEY] = services
     handler = PublicHandler(services)
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

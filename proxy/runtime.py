@@ -41,11 +41,9 @@ class BoundPorts:
     management: int
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # the asyncio.Server aiohttp opened
-    assert isinstance(server, asyncio.Server)
-    sockets = server.sockets
-    return int(sockets[0].getsockname()[1]) if sockets else 0
+def _bound_port(runner: web.AppRunner) -> int:
+    addresses = runner.addresses
+    return int(addresses[0][1]) if addresses else 0
 
 
 class Runtime:
@@ -105,44 +103,36 @@ class Runtime:
             shutdown_timeout=settings.shutdown.drain_timeout_s,
         )
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.source.run(), name="local-source")
-                tasks.create_task(self.store.run_clock(), name="maintenance-clock")
-                await management.setup()
-                management_site = web.TCPSite(
-                    management, settings.listen.management_host, settings.listen.management_port
-                )
-                await management_site.start()
-                await public.setup()
-                public_site = web.TCPSite(
-                    public,
-                    settings.listen.public_host,
-                    settings.listen.public_port,
-                    backlog=1024,
-                )
-                await public_site.start()
-                self.ports = BoundPorts(
-                    public=_bound_port(public_site), management=_bound_port(management_site)
-                )
-                log.info(
-                    "listening",
-                    extra={
-                        "public_port": self.ports.public,
-                        "management_port": self.ports.management,
-                        "upstream": str(settings.upstream.url),
-                    },
-                )
-                self.started.set()
-                await self._stop.wait()
-                log.info("shutting down: reporting not ready")
-                services.lifecycle.draining = True
-                if settings.shutdown.prestop_delay_s > 0:
-                    await asyncio.sleep(settings.shutdown.prestop_delay_s)
-                log.info("shutting down: draining in-flight requests")
-                await public.cleanup()
-                raise _Stopped
-        except* _Stopped:
-            pass
+            await management.setup()
+            await _listen(
+                management, settings.listen.management_host, settings.listen.management_port
+            )
+            await public.setup()
+            await _listen(public, settings.listen.public_host, settings.listen.public_port)
+            self.ports = BoundPorts(public=_bound_port(public), management=_bound_port(management))
+            log.info(
+                "listening",
+                extra={
+                    "public_port": self.ports.public,
+                    "management_port": self.ports.management,
+                    "upstream": str(settings.upstream.url),
+                },
+            )
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self.source.run(), name="local-source")
+                    tasks.create_task(self.store.run_clock(), name="maintenance-clock")
+                    self.started.set()
+                    await self._stop.wait()
+                    log.info("shutting down: reporting not ready")
+                    services.lifecycle.draining = True
+                    if settings.shutdown.prestop_delay_s > 0:
+                        await asyncio.sleep(settings.shutdown.prestop_delay_s)
+                    log.info("shutting down: draining in-flight requests")
+                    await public.cleanup()
+                    raise _Stopped
+            except* _Stopped:
+                pass
         finally:
             await public.cleanup()
             await forwarder.close()
@@ -150,6 +140,16 @@ class Runtime:
             log.info("stopped")
 
 
+class StartupError(Exception):
+    """The proxy could not start (a port in use, say); the message says what to fix."""
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+    try:
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 class _Stopped(Exception):
     """Raised inside the task group to cancel the background tasks on shutdown."""
-

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory
 
@@ -129,9 +130,7 @@ def _write_state_file(tmp_path: Path, body: str) -> Path:
     return path
 
 
-async def test_services_document_shapes_and_etag(
-    start_proxy: ProxyFactory, tmp_path: Path
-) -> None:
+async def test_services_document_shapes_and_etag(start_proxy: ProxyFactory, tmp_path: Path) -> None:
     state_file = _write_state_file(
         tmp_path,
         """
@@ -271,7 +270,8 @@ async def test_admin_path_bypass_uses_the_normalized_path(
 
 async def test_forwarded_path_is_the_checked_path(start_proxy: ProxyFactory) -> None:
     proxy = await start_proxy()
-    async with proxy.session.get(f"{proxy.public_url}//a/./b/../%63?q=%2F") as response:
+    url = URL(f"{proxy.public_url}//a/./b/../%63?q=%2F", encoded=True)
+    async with proxy.session.get(url) as response:
         assert (await response.json())["path"] == "/a/c?q=%2F"
 
 
