@@ -165,7 +165,7 @@ class Snapshot:
             causes.append(
                 Cause(
                     kind=CauseKind.SERVICE_DOWN,
-                    reason=_describe_down(down),
+                    reason=describe_down(len(down)),
                     since=_latest(s.last_transition for s in down),
                     services=tuple(s.name for s in down),
                 )
@@ -233,10 +233,12 @@ def merge_services(states: Iterable[ServiceState]) -> tuple[ServiceState, ...]:
     return tuple(merged[key] for key in sorted(merged))
 
 
-def _describe_down(down: list[ServiceState]) -> str:
-    names = ", ".join(s.name for s in down)
-    noun = "service" if len(down) == 1 else "services"
-    return f"Critical {noun} unavailable: {names}"
+def describe_down(count: int) -> str:
+    """The reason text for critical services being down.  It names no service: names go in
+    ``Cause.services``, which the page shows only when the operator allows it."""
+    if count == 1:
+        return "A critical service is unavailable"
+    return f"{count} critical services are unavailable"
 
 
 def _latest(instants: Iterable[datetime | None]) -> datetime | None:

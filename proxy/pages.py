@@ -54,7 +54,7 @@ from typing import Any
 
 import jinja2
 
-from controller.snapshot import OFF, Cause, CauseKind, Maintenance
+from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
 from controller.store import State
 from proxy.negotiation import PageFormat
 from proxy.settings import PageSettings, env_name
@@ -363,7 +363,7 @@ class PageRenderer:
             causes=(
                 Cause(
                     kind=CauseKind.SERVICE_DOWN,
-                    reason="Critical service unavailable: checkout",
+                    reason=describe_down(1),
                     since=now,
                     services=("checkout",),
                 ),

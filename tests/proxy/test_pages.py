@@ -18,7 +18,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from controller.snapshot import Cause, CauseKind, Maintenance, ManualSwitch, Snapshot
+from controller.snapshot import (
+    Cause,
+    CauseKind,
+    Maintenance,
+    ManualSwitch,
+    ServiceReason,
+    ServiceState,
+    Snapshot,
+    describe_down,
+)
 from controller.store import SnapshotStore, State
 from proxy.negotiation import PageFormat
 from proxy.pages import PageRenderer, RenderedPage, builtin_template_dir
@@ -32,7 +41,7 @@ HTML, JSON, TEXT = PageFormat.HTML, PageFormat.JSON, PageFormat.TEXT
 def down(*services: str, reason: str | None = None) -> Cause:
     return Cause(
         kind=CauseKind.SERVICE_DOWN,
-        reason=reason or f"Critical service unavailable: {', '.join(services)}",
+        reason=reason or describe_down(len(services)),
         since=NOW - timedelta(minutes=5),
         services=services,
     )
@@ -103,7 +112,7 @@ def test_html_page_is_a_noindex_503_with_reasons_services_end_and_contact() -> N
     assert '<meta name="viewport"' in html
     assert "<title>Down for maintenance</title>" in html
     assert "We are performing maintenance and will be back shortly." in html
-    assert "Critical service unavailable: checkout" in html
+    assert "A critical service is unavailable" in html
     assert "Database upgrade" in html
     assert "<li>checkout</li>" in html
     assert '<a href="mailto:ops@example.com">ops@example.com</a>' in html
@@ -147,13 +156,13 @@ def test_json_is_rfc9457_problem_details() -> None:
         "type": "urn:mwm:maintenance",
         "title": "Down for maintenance",
         "status": 503,
-        "detail": "Critical service unavailable: checkout, search; Database upgrade",
+        "detail": "2 critical services are unavailable; Database upgrade",
         "retryAfter": 300,
         "until": None,  # the outage has no known end, so neither has the maintenance
         "since": "2025-01-31T20:55:00Z",
         "contact": "https://status.example.com",
         "services": ["checkout", "search"],
-        "reasons": ["Critical service unavailable: checkout, search", "Database upgrade"],
+        "reasons": ["2 critical services are unavailable", "Database upgrade"],
     }
 
 
@@ -174,7 +183,7 @@ def test_text_page() -> None:
     assert page.status == 503
     assert header(page, "Content-Type") == "text/plain; charset=utf-8"
     assert text.startswith("503 Down for maintenance\n")
-    assert "  - Critical service unavailable: checkout\n" in text
+    assert "  - A critical service is unavailable\n" in text
     assert "  - checkout\n" in text
     assert "Contact: ops@example.com" in text
     assert "<" not in text
@@ -589,3 +598,26 @@ def test_missing_builtin_templates_still_give_a_503(
     assert header(first, "Retry-After") == "Fri, 31 Jan 2025 22:00:00 GMT"
     assert len(page_warnings(caplog)) == 1
     assert pages.check()[0] == f"template maintenance.html: not found in {tmp_path.resolve()}"
+
+
+@pytest.mark.parametrize("fmt", [HTML, JSON, TEXT])
+def test_hidden_service_names_do_not_leak_through_the_reason(fmt: PageFormat) -> None:
+    snapshot = Snapshot(
+        services=(
+            ServiceState(
+                name="secret-db",
+                namespace="prod",
+                critical=True,
+                ready_endpoints=0,
+                total_endpoints=2,
+                reason=ServiceReason.NO_READY_ENDPOINTS,
+            ),
+        )
+    )
+    store = SnapshotStore(clock=lambda: NOW)
+    published = store.publish(snapshot)
+    assert published.maintenance.active
+    page = renderer(show_services=False).maintenance_page(published, fmt, now=NOW)
+    assert page.status == 503
+    assert b"secret-db" not in page.body
+    assert b"prod" not in page.body
