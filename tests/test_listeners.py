@@ -322,3 +322,52 @@ async def test_unreachable_upstream_gets_the_502_page(start_proxy: ProxyFactory)
         assert response.status == 502
         problem = json.loads(await response.read())
     assert problem["status"] == 502
+
+
+async def test_head_gets_the_maintenance_headers_without_a_body(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    await proxy.switch(enabled=True)
+    async with proxy.session.head(f"{proxy.public_url}/shop") as response:
+        assert response.status == 503
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Retry-After"] == "300"
+        assert int(response.headers["Content-Length"]) > 0
+        assert await response.read() == b""
+
+
+async def test_window_in_the_file_opens_and_ends_by_itself(
+    start_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    end = now + timedelta(seconds=2)
+    state_file = _write_state_file(
+        tmp_path,
+        "spec:\n  windows:\n"
+        f"    - {{start: '{(now - timedelta(hours=1)).isoformat()}', "
+        f"end: '{end.isoformat()}', reason: Database upgrade}}\n",
+    )
+    proxy = await start_proxy({"MWM_SOURCE__LOCAL__FILE": str(state_file)})
+    await proxy.wait_for(lambda state: state.snapshot.synced)
+    async with proxy.session.get(f"{proxy.public_url}/") as response:
+        assert response.status == 503
+        assert "Database upgrade" in await response.text()
+        retry_at = email.utils.parsedate_to_datetime(response.headers["Retry-After"])
+        assert abs((retry_at - end).total_seconds()) < 1
+    await proxy.wait_for(lambda state: not state.maintenance.active)
+    async with proxy.session.get(f"{proxy.public_url}/") as response:
+        assert response.status == 200
+
+
+async def test_broken_override_template_still_serves_the_maintenance_page(
+    start_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "maintenance.html").write_text("{{ no_such_variable.attribute }}")
+    proxy = await start_proxy({"MWM_PAGE__TEMPLATE_DIR": str(tmp_path)})
+    await proxy.switch(enabled=True, reason="Still a page")
+    async with proxy.session.get(
+        f"{proxy.public_url}/", headers={"Accept": "text/html"}
+    ) as response:
+        assert response.status == 503
+        assert "Still a page" in await response.text()
