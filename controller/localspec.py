@@ -79,7 +79,7 @@ def _rfc3339(value: object) -> object:
     return parsed
 
 
-def _dns_label(value: str, what: str) -> str:
+def dns_label(value: str, what: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise PydanticCustomError(
             "dns_label",
@@ -93,7 +93,7 @@ def _dns_label(value: str, what: str) -> str:
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
     """Kubernetes spelling (camelCase), no unknown fields, immutable once parsed."""
 
     model_config = ConfigDict(
@@ -104,7 +104,7 @@ class _Model(BaseModel):
     )
 
 
-class HttpProbeSpec(_Model):
+class HttpProbeSpec(SpecModel):
     url: str
     expect_status: frozenset[int] | None = None
     """Statuses that count as healthy; None means any 2xx or 3xx (as Kubernetes does)."""
@@ -138,12 +138,12 @@ class HttpProbeSpec(_Model):
         return statuses
 
 
-class TcpProbeSpec(_Model):
+class TcpProbeSpec(SpecModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
 
 
-class ProbeSpec(_Model):
+class ProbeSpec(SpecModel):
     """How to check one service; unset timings take the source's defaults."""
 
     http: HttpProbeSpec | None = None
@@ -160,7 +160,7 @@ class ProbeSpec(_Model):
         return self
 
 
-class ServiceSpec(_Model):
+class ServiceSpec(SpecModel):
     name: str
     namespace: str = DEFAULT_NAMESPACE
     """Filled from ``metadata.namespace`` (then ``default``) when empty or missing."""
@@ -172,12 +172,12 @@ class ServiceSpec(_Model):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        return _dns_label(name, "name")
+        return dns_label(name, "name")
 
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, namespace: str) -> str:
-        return _dns_label(namespace, "namespace")
+        return dns_label(namespace, "namespace")
 
     @field_validator("min_ready")
     @classmethod
@@ -196,7 +196,7 @@ class ServiceSpec(_Model):
         return (self.namespace, self.name)
 
 
-class MaintenanceSpec(_Model):
+class MaintenanceSpec(SpecModel):
     """The file's manual switch."""
 
     enabled: bool = False
@@ -204,7 +204,7 @@ class MaintenanceSpec(_Model):
     until: Rfc3339 | None = None
 
 
-class WindowSpec(_Model):
+class WindowSpec(SpecModel):
     start: Rfc3339
     end: Rfc3339
     reason: str | None = None
@@ -220,7 +220,7 @@ class WindowSpec(_Model):
         return self
 
 
-class Metadata(_Model):
+class Metadata(SpecModel):
     name: str | None = None
     namespace: str | None = None
     labels: dict[str, str] | None = None
@@ -229,16 +229,16 @@ class Metadata(_Model):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, namespace: str | None) -> str | None:
-        return _dns_label(namespace, "namespace") if namespace else None
+        return dns_label(namespace, "namespace") if namespace else None
 
 
-class CheckerSpec(_Model):
+class CheckerSpec(SpecModel):
     services: tuple[ServiceSpec, ...] = Field(default=(), max_length=MAX_SERVICES)
     maintenance: MaintenanceSpec | None = None
     windows: tuple[WindowSpec, ...] = Field(default=(), max_length=MAX_WINDOWS)
 
 
-class LocalSpec(_Model):
+class LocalSpec(SpecModel):
     """The whole file.  Services' namespaces are resolved, duplicates rejected."""
 
     api_version: Literal["maintenance.mamrezb.com/v1alpha1"] | None = None
@@ -367,7 +367,7 @@ _MESSAGES = {
 }
 
 
-def _problems_from(exc: ValidationError) -> list[str]:
+def describe_problems(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors(include_url=False):
         loc = _format_loc(error["loc"])
@@ -418,7 +418,7 @@ def parse_local_text(text: str, *, source: str) -> LocalSpec:
     try:
         return LocalSpec.model_validate(data)
     except ValidationError as exc:
-        problems = _problems_from(exc)
+        problems = describe_problems(exc)
         if not any(e["type"] == "duplicate_service" for e in exc.errors()):
             problems.extend(_duplicate_services(_raw_service_keys(data)))
         raise LocalConfigError([f"{source}: {p}" for p in problems]) from None

@@ -27,31 +27,24 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from controller.settings import SourceSettings
+from controller.settings import (
+    OptionalPath,
+    SourceSettings,
+    StrList,
+    empty_is_none,
+    split_list,
+)
 from proxy.pathnorm import InvalidPath, normalize_path
 
 ENV_PREFIX = "MWM_"
 ENV_NESTED_DELIMITER = "__"
 
 
-def _split_list(value: object) -> object:
-    """Accept ``a,b`` as well as a JSON list for list settings given as one string."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 Network = IPv4Network | IPv6Network
 
 
 def _parse_networks(value: object) -> object:
-    value = _split_list(value)
+    value = split_list(value)
     if isinstance(value, list):
         return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
     return value
@@ -60,13 +53,7 @@ def _parse_networks(value: object) -> object:
 NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
 
 
-def _empty_is_none(value: object) -> object:
-    """An empty variable means "not set" (a Helm value left blank, say)."""
-    return None if value == "" else value
-
-
-OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none)]
-OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(empty_is_none)]
 
 
 def _read_secret_file(path: Path | None, field: str) -> SecretStr | None:
@@ -179,7 +166,7 @@ class ManagementSettings(BaseModel):
     readiness_drain: bool = False
     """Fail /readyz during maintenance.  Off by default: a not-ready proxy is removed from
     the Service and users see the load balancer's generic error instead of our page."""
-    public_services_path: Annotated[str | None, BeforeValidator(_empty_is_none)] = "/services"
+    public_services_path: Annotated[str | None, BeforeValidator(empty_is_none)] = "/services"
     """Also answer /services on the public listener here; empty disables it."""
 
     @model_validator(mode="after")

@@ -1,0 +1,154 @@
+"""ServiceChecker custom resources, read from the API into typed, validated values.
+
+The API server has already applied the CRD's schema (and pruned unknown fields), but a
+controller must not trust that: the CRD may be older or newer than this code, or
+installed without validation.  So every object is parsed again here; one that does not
+parse is reported (in the log, the ``/status`` errors and the resource's own status
+condition) and its last good version is kept, so a bad edit never changes traffic.
+
+Seed resources (``spec.services[]`` with ``name``, ``namespace``, ``critical``) parse
+unchanged; an empty or missing service namespace means the resource's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from controller.localspec import (
+    MAX_SERVICES,
+    MAX_WINDOWS,
+    MaintenanceSpec,
+    SpecModel,
+    WindowSpec,
+    describe_problems,
+    dns_label,
+)
+
+DEFAULT_ENTER_DELAY_S = 5
+"""A critical service must stay without enough ready endpoints this long before
+maintenance starts: a rolling restart's blip should not flip the site."""
+DEFAULT_EXIT_DELAY_S = 10
+"""It must stay ready this long before maintenance ends: a flapping service should not
+flap the site."""
+
+
+class _Lenient(SpecModel):
+    # Fields a newer CRD adds must not break an older controller: ignore, don't reject.
+    model_config = ConfigDict(extra="ignore")
+
+
+class CheckedService(_Lenient):
+    name: str
+    namespace: str = ""
+    critical: bool = False
+    min_ready: int = Field(default=1, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return dns_label(name, "name")
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, namespace: str) -> str:
+        return dns_label(namespace, "namespace") if namespace else ""
+
+
+class CheckerSpecModel(_Lenient):
+    services: tuple[CheckedService, ...] = Field(default=(), max_length=MAX_SERVICES)
+    maintenance: MaintenanceSpec | None = None
+    windows: tuple[WindowSpec, ...] = Field(default=(), max_length=MAX_WINDOWS)
+    enter_delay_seconds: int = Field(default=DEFAULT_ENTER_DELAY_S, ge=0, le=3600)
+    exit_delay_seconds: int = Field(default=DEFAULT_EXIT_DELAY_S, ge=0, le=3600)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    namespace: str
+    name: str
+    critical: bool
+    min_ready: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Checker:
+    """One parsed ServiceChecker."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    services: tuple[ServiceRef, ...]
+    maintenance: MaintenanceSpec | None
+    windows: tuple[WindowSpec, ...]
+    enter_delay_s: float
+    exit_delay_s: float
+    created: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def switch_source(self) -> str:
+        """The name of this resource's manual switch in the snapshot."""
+        return f"servicechecker/{self.namespace}/{self.name}"
+
+
+class CheckerError(Exception):
+    """A ServiceChecker that cannot be used; ``problems`` says why, field by field."""
+
+    def __init__(self, namespace: str, name: str, problems: list[str]) -> None:
+        super().__init__(f"ServiceChecker {namespace}/{name}: " + "; ".join(problems))
+        self.problems = problems
+
+
+def parse_checker(obj: Mapping[str, Any]) -> Checker:
+    """Parse a ServiceChecker object as the API returns it; raise :class:`CheckerError`."""
+    metadata = obj.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    name = str(metadata.get("name") or "")
+    try:
+        spec = CheckerSpecModel.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        problems = [f"spec.{p}" for p in describe_problems(exc)]
+        raise CheckerError(namespace, name, problems) from None
+    services: dict[tuple[str, str], ServiceRef] = {}
+    for service in spec.services:
+        ref = ServiceRef(
+            namespace=service.namespace or namespace,
+            name=service.name,
+            critical=service.critical,
+            min_ready=service.min_ready,
+        )
+        previous = services.get(ref.key)
+        if previous is not None:  # listed twice: the stricter reading wins
+            ref = ServiceRef(
+                namespace=ref.namespace,
+                name=ref.name,
+                critical=ref.critical or previous.critical,
+                min_ready=max(ref.min_ready, previous.min_ready),
+            )
+        services[ref.key] = ref
+    created = metadata.get("creationTimestamp")
+    return Checker(
+        namespace=namespace,
+        name=name,
+        uid=str(metadata.get("uid") or ""),
+        generation=int(metadata.get("generation") or 0),
+        services=tuple(services[key] for key in sorted(services)),
+        maintenance=spec.maintenance,
+        windows=spec.windows,
+        enter_delay_s=float(spec.enter_delay_seconds),
+        exit_delay_s=float(spec.exit_delay_seconds),
+        created=datetime.fromisoformat(created) if isinstance(created, str) else None,
+    )
