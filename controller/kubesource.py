@@ -44,6 +44,7 @@ from controller.kube import (
     ENDPOINTSLICES,
     SERVICECHECKERS,
     SERVICES,
+    JsonObject,
     KubeApi,
 )
 from controller.settings import KubernetesSourceSettings
@@ -134,6 +135,9 @@ class KubernetesSource:
         self._configmap_problem: str | None = None
         self._wake = asyncio.Event()
         self._task_group: asyncio.TaskGroup | None = None
+        self.revision = 0
+        """Increases whenever anything watched changed (the status writer waits on it)."""
+        self._revised = asyncio.Event()
 
     # -- running -------------------------------------------------------------------------
 
@@ -193,16 +197,34 @@ class KubernetesSource:
         self._rebuild()
         self._wake.set()
 
-    # -- reading the watched objects -----------------------------------------------------
+    async def wait_for_revision(self, revision: int) -> int:
+        while self.revision <= revision:
+            await self._revised.wait()
+        return self.revision
 
-    def _read_checkers(self) -> None:
+    def honoured_objects(self) -> dict[tuple[str, str], JsonObject]:
+        """The raw ServiceChecker objects this proxy honours, by (namespace, name)."""
         wanted = set(self.settings.checker_names)
-        seen: set[tuple[str, str]] = set()
+        objects = {}
         for obj in self.checker_reflector.objects.values():
             metadata = obj.get("metadata") or {}
             key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-            if wanted and key[1] not in wanted:
-                continue
+            if not wanted or key[1] in wanted:
+                objects[key] = obj
+        return objects
+
+    def watch_errors(self) -> list[str]:
+        return [
+            f"watching {r.description}: {r.last_error}"
+            for r in self._reflectors()
+            if r.failing_since is not None and r.last_error
+        ]
+
+    # -- reading the watched objects -----------------------------------------------------
+
+    def _read_checkers(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for key, obj in self.honoured_objects().items():
             seen.add(key)
             try:
                 checker = parse_checker(obj)
@@ -428,9 +450,7 @@ class KubernetesSource:
             errors.extend(f"ServiceChecker {namespace}/{name}: {p}" for p in problems)
         if self._configmap_problem:
             errors.append(self._configmap_problem)
-        for reflector in self._reflectors():
-            if reflector.failing_since is not None and reflector.last_error:
-                errors.append(f"watching {reflector.description}: {reflector.last_error}")
+        errors.extend(self.watch_errors())
         return errors
 
     def _is_synced(self) -> bool:
@@ -464,3 +484,6 @@ class KubernetesSource:
             self.store.publish(candidate)
         if synced and not self.synced.is_set():
             self.synced.set()
+        self.revision += 1
+        self._revised.set()
+        self._revised = asyncio.Event()

@@ -70,6 +70,9 @@ class KubernetesSourceSettings(BaseModel):
     """A ConfigMap in the namespace whose ``configmap_key`` (``"true"``/``"false"``) switches
     maintenance, compatible with the OpenShift demo's toggle; unset: not watched."""
     configmap_key: str = "MAINTENANCE_MODE"
+    api_url: OptionalStr = None
+    """Talk to the API at this URL without credentials (``kubectl proxy``, tests); unset:
+    the in-cluster service account, or the kubeconfig outside a cluster."""
     kubeconfig: OptionalPath = None
     """Use this kubeconfig outside a cluster (default: ``~/.kube/config``)."""
     context: OptionalStr = None

@@ -39,12 +39,7 @@ def collect_problems(environ: dict[str, str]) -> tuple[Settings | None, list[str
     except SettingsError as exc:
         return None, exc.problems
     problems: list[str] = []
-    if settings.source.kind is SourceKind.KUBERNETES:
-        problems.append(
-            "MWM_SOURCE__KIND: the Kubernetes source is not available in this version; "
-            "use 'local' or 'auto'"
-        )
-    if settings.source.local.file is not None:
+    if settings.source.kind is not SourceKind.KUBERNETES and settings.source.local.file:
         try:
             parse_local_file(settings.source.local.file)
         except LocalConfigError as exc:
@@ -74,8 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log)
     from proxy.runtime import Runtime, StartupError
 
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
     async def main() -> None:
-        await Runtime(settings).run(handle_signals=True)
+        await Runtime(settings, in_cluster=in_cluster).run(handle_signals=True)
 
     try:
         _run_async(main)

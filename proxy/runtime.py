@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from controller.cluster import Cluster
 from controller.localsource import LocalSource
+from controller.settings import SourceKind
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
 from proxy.forwarding import Forwarder
@@ -49,10 +51,19 @@ def _bound_port(runner: web.AppRunner) -> int:
 class Runtime:
     """One running proxy; :meth:`run` until :meth:`request_stop` (or SIGTERM)."""
 
-    def __init__(self, settings: Settings, *, store: SnapshotStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, store: SnapshotStore | None = None, in_cluster: bool = False
+    ) -> None:
         self.settings = settings
         self.store = store or SnapshotStore()
+        kind = settings.source.kind
+        if kind is SourceKind.AUTO:
+            kind = SourceKind.KUBERNETES if in_cluster else SourceKind.LOCAL
+        self.source_kind = kind
         self.source = LocalSource(settings.source.local, self.store)
+        self.cluster: Cluster | None = None
+        if kind is SourceKind.KUBERNETES:
+            self.cluster = Cluster(settings.source, self.store, in_cluster=in_cluster)
         self.renderer = PageRenderer(settings.page)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -65,7 +76,8 @@ class Runtime:
 
     async def run(self, *, handle_signals: bool = False) -> None:
         settings = self.settings
-        self.source.load()
+        if self.cluster is None:
+            self.source.load()
         for problem in self.renderer.check():
             log.warning("template problem, the built-in template will be used: %s", problem)
 
@@ -116,11 +128,15 @@ class Runtime:
                     "public_port": self.ports.public,
                     "management_port": self.ports.management,
                     "upstream": str(settings.upstream.url),
+                    "source": str(self.source_kind),
                 },
             )
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self.source.run(), name="local-source")
+                    if self.cluster is not None:
+                        tasks.create_task(self.cluster.run(), name="kubernetes")
+                    else:
+                        tasks.create_task(self.source.run(), name="local-source")
                     tasks.create_task(self.store.run_clock(), name="maintenance-clock")
                     self.started.set()
                     await self._stop.wait()

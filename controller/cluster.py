@@ -1,0 +1,77 @@
+"""The Kubernetes side put together: the source, and the status writer under leadership.
+
+Every replica runs the source (its own watches, its own decisions).  The status writer
+runs only in the elected leader, or, with leader election disabled (a single replica),
+always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from controller.kube import KubeApi
+from controller.kubesource import KubernetesSource
+from controller.leadership import Leadership
+from controller.settings import SourceSettings
+from controller.statuswriter import StatusWriter
+from controller.store import SnapshotStore
+
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def default_namespace(settings: SourceSettings, *, in_cluster: bool) -> str:
+    if settings.kubernetes.namespace:
+        return settings.kubernetes.namespace
+    if in_cluster:
+        try:
+            return IN_CLUSTER_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or "default"
+        except OSError:
+            return "default"
+    return "default"
+
+
+class Cluster:
+    """Runs until cancelled; exposes its parts for ``/status`` and tests."""
+
+    def __init__(self, settings: SourceSettings, store: SnapshotStore, *, in_cluster: bool) -> None:
+        self.settings = settings
+        self.store = store
+        self.in_cluster = in_cluster
+        self.namespace = default_namespace(settings, in_cluster=in_cluster)
+        self.identity = settings.leader_election.identity or socket.gethostname()
+        self.source: KubernetesSource | None = None
+        self.writer: StatusWriter | None = None
+        self.leadership: Leadership | None = None
+        self.ready = asyncio.Event()
+        """Set once the parts exist (the API client is configured)."""
+
+    async def run(self) -> None:
+        k = self.settings.kubernetes
+        async with KubeApi.connect(
+            host=k.api_url,
+            kubeconfig=k.kubeconfig,
+            context=k.context,
+            in_cluster=self.in_cluster and k.api_url is None,
+            request_timeout_s=k.request_timeout_s,
+        ) as api:
+            source = self.source = KubernetesSource(k, self.store, api, namespace=self.namespace)
+            writer = self.writer = StatusWriter(
+                self.settings.status, source, self.store, api, identity=self.identity
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(source.run(), name="kubernetes-source")
+                if self.settings.status.enabled:
+                    if self.settings.leader_election.enabled:
+                        self.leadership = Leadership(
+                            api,
+                            self.settings.leader_election,
+                            namespace=self.namespace,
+                            identity=self.identity,
+                            work=writer.run,
+                        )
+                        tasks.create_task(self.leadership.run(), name="leader-election")
+                    else:
+                        tasks.create_task(writer.run(), name="status-writer")
+                self.ready.set()

@@ -1,0 +1,164 @@
+"""What a ServiceChecker's ``status`` should say: a pure function of what is known.
+
+Kept apart from the writer so the document can be table-tested without an API.  The
+shape keeps the seed's ``serviceStatuses[].{name, namespace, ready}`` and adds counts,
+reasons, an aggregate ``maintenance`` block, a ``summary`` for the printer column,
+standard ``conditions`` and ``observedGeneration``.
+
+Each resource reports maintenance as *it* sees it: its own services (critical as it
+marks them), its own switch and windows, plus the ConfigMap switch that applies to all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.checker import Checker
+from controller.snapshot import ManualSwitch, ServiceState, Snapshot, Window
+
+JsonObject = dict[str, Any]
+
+CONDITION_MAINTENANCE = "Maintenance"
+CONDITION_VALID = "Valid"
+CONDITION_SYNCED = "Synced"
+
+
+def iso(instant: datetime | None) -> str | None:
+    if instant is None:
+        return None
+    return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _service_status(ref_critical: bool, state: ServiceState) -> JsonObject:
+    return {
+        "name": state.name,
+        "namespace": state.namespace,
+        "ready": state.ready,
+        "critical": ref_critical,
+        "readyEndpoints": state.ready_endpoints,
+        "totalEndpoints": state.total_endpoints,
+        "minReady": state.min_ready,
+        "reason": str(state.reason),
+        "lastTransitionTime": iso(state.last_transition),
+        "stale": state.stale,
+    }
+
+
+def _condition(
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+    previous: Sequence[Mapping[str, Any]],
+) -> JsonObject:
+    """A metav1.Condition; ``lastTransitionTime`` moves only when ``status`` changes."""
+    transition = iso(now)
+    for old in previous:
+        if old.get("type") == kind and old.get("status") == status:
+            transition = old.get("lastTransitionTime") or transition
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "observedGeneration": generation,
+        "lastTransitionTime": transition,
+    }
+
+
+def desired_status(
+    checker: Checker | None,
+    *,
+    generation: int,
+    problems: Sequence[str],
+    services: Mapping[tuple[str, str], ServiceState],
+    shared_switches: Sequence[ManualSwitch],
+    switch: ManualSwitch | None,
+    watch_errors: Sequence[str],
+    synced: bool,
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> JsonObject:
+    """The full ``status`` for one resource.  ``checker`` is its last good parse (None if
+    it never parsed); ``previous`` is the status currently stored (for transition times)."""
+    previous_conditions = previous.get("conditions") or []
+    statuses: list[JsonObject] = []
+    own_states: list[ServiceState] = []
+    windows: tuple[Window, ...] = ()
+    if checker is not None:
+        for ref in checker.services:
+            state = services.get(ref.key)
+            if state is None:
+                continue
+            own = ServiceState(
+                name=state.name,
+                namespace=state.namespace,
+                critical=ref.critical,
+                ready_endpoints=state.ready_endpoints,
+                total_endpoints=state.total_endpoints,
+                reason=state.reason,
+                min_ready=ref.min_ready,
+                last_transition=state.last_transition,
+                stale=state.stale,
+            )
+            own_states.append(own)
+            statuses.append(_service_status(ref.critical, own))
+        windows = tuple(Window(start=w.start, end=w.end, reason=w.reason) for w in checker.windows)
+    switches = (*shared_switches, *((switch,) if switch else ()))
+    verdict = Snapshot(services=tuple(own_states), switches=switches, windows=windows).evaluate(now)
+    critical = [s for s in own_states if s.critical]
+    ready_critical = sum(1 for s in critical if s.ready)
+
+    def condition(kind: str, status: str, reason: str, message: str) -> JsonObject:
+        return _condition(
+            kind,
+            status,
+            reason,
+            message,
+            generation=generation,
+            now=now,
+            previous=previous_conditions,
+        )
+
+    conditions = [
+        condition(
+            CONDITION_MAINTENANCE,
+            "True" if verdict.active else "False",
+            str(verdict.causes[0].kind) if verdict.causes else "NoMaintenance",
+            verdict.reason or "No maintenance: every critical service is ready.",
+        ),
+        condition(
+            CONDITION_VALID,
+            "False" if problems else "True",
+            "InvalidSpec" if problems else "SpecValid",
+            "; ".join(problems)
+            + ("; the last valid spec is in force" if problems and checker else "")
+            if problems
+            else "The spec is valid.",
+        ),
+        condition(
+            CONDITION_SYNCED,
+            ("False" if watch_errors else "True") if synced else "Unknown",
+            ("WatchFailing" if watch_errors else "WatchesHealthy") if synced else "Syncing",
+            "; ".join(watch_errors)
+            if watch_errors
+            else ("Watches are healthy." if synced else "Waiting for the first list."),
+        ),
+    ]
+    return {
+        "observedGeneration": generation,
+        "serviceStatuses": statuses,
+        "maintenance": {
+            "active": verdict.active,
+            "reason": verdict.reason,
+            "since": iso(verdict.since) if verdict.active else None,
+            "until": iso(verdict.until),
+        },
+        "summary": {"readyCritical": f"{ready_critical}/{len(critical)}"},
+        "conditions": conditions,
+    }
