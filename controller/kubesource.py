@@ -213,6 +213,15 @@ class KubernetesSource:
                 objects[key] = obj
         return objects
 
+    def pending_changes(self) -> dict[tuple[str, str], float]:
+        """Services whose readiness changed but waits out its delay: seconds waited so far."""
+        now = self._monotonic()
+        return {
+            key: now - entry.pending_since
+            for key, entry in self._debounced.items()
+            if entry.pending_since is not None
+        }
+
     def watch_errors(self) -> list[str]:
         return [
             f"watching {r.description}: {r.last_error}"

@@ -95,7 +95,7 @@ class LeaderElectionSettings(BaseModel):
     """Only the leader writes ServiceChecker status and Events; every replica serves."""
 
     enabled: bool = True
-    lease_name: str = "mwm-leader"
+    lease_name: str = "mwm-controller-leader"
     """Name of the coordination.k8s.io Lease, in the watched namespace."""
     lease_duration_s: float = Field(default=15.0, ge=1)
     renew_deadline_s: float = Field(default=10.0, ge=1)

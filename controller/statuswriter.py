@@ -57,6 +57,9 @@ class StatusWriter:
         """Write until cancelled (when leadership is lost)."""
         log.info("writing ServiceChecker status as the leader")
         self._written.clear()
+        # Before the first full sync every service is Unknown: writing that would only make
+        # kubectl show a false alarm.
+        await self.source.synced.wait()
         generation, revision = -1, -1
         while True:
             await self._wait_for_change(generation, revision)
