@@ -135,6 +135,8 @@ class KubernetesSource:
         self._configmap_problem: str | None = None
         self._wake = asyncio.Event()
         self._task_group: asyncio.TaskGroup | None = None
+        self._checkers_seen: tuple[object, ...] | None = None
+        self._slices_by_service: dict[tuple[str, str], list[JsonObject]] = {}
         self.revision = 0
         """Increases whenever anything watched changed (the status writer waits on it)."""
         self._revised = asyncio.Event()
@@ -190,12 +192,30 @@ class KubernetesSource:
 
     def _changed(self, reflector: Reflector) -> None:
         if reflector is self.checker_reflector:
+            fingerprint = self._checker_fingerprint()
+            if fingerprint == self._checkers_seen:
+                # Only status or metadata changed (our own status writes come back this
+                # way): nothing to re-read, but the writer may want to compare again.
+                self._bump_revision()
+                return
+            self._checkers_seen = fingerprint
             self._read_checkers()
             self._reconcile_namespaces()
         elif reflector is self.configmap_reflector:
             self._read_configmap()
         self._rebuild()
         self._wake.set()
+
+    def _checker_fingerprint(self) -> tuple[object, ...]:
+        """What a ServiceChecker change must alter to matter here: which objects are
+        honoured, their spec's generation (status writes leave both alone), and the
+        watch's health."""
+        reflector = self.checker_reflector
+        objects = frozenset(
+            (key, (obj.get("metadata") or {}).get("uid"), _generation(obj))
+            for key, obj in self.honoured_objects().items()
+        )
+        return (objects, reflector.synced, reflector.failing_since)
 
     async def wait_for_revision(self, revision: int) -> int:
         while self.revision <= revision:
@@ -363,7 +383,7 @@ class KubernetesSource:
                 min_ready=min_ready,
             )
         stale = self._is_stale(watch.slices) or self._is_stale(watch.services)
-        slices = [s for s in watch.slices.objects.values() if service_of(s) == (namespace, name)]
+        slices = self._slices_by_service.get((namespace, name), [])
         exists = f"{namespace}/{name}" in watch.services.objects
         count = count_endpoints(slices)
         if not exists and not slices:
@@ -421,6 +441,14 @@ class KubernetesSource:
         return entry.state
 
     def build_services(self) -> tuple[ServiceState, ...]:
+        # Group every slice by its service once, so each service's lookup is O(1).
+        by_service: dict[tuple[str, str], list[JsonObject]] = {}
+        for watch in self._namespaces.values():
+            for endpoint_slice in watch.slices.objects.values():
+                owner = service_of(endpoint_slice)
+                if owner is not None:
+                    by_service.setdefault(owner, []).append(endpoint_slice)
+        self._slices_by_service = by_service
         refs: dict[tuple[str, str], tuple[bool, int]] = {}
         for checker in self.checkers.values():
             for ref in checker.services:
@@ -493,6 +521,15 @@ class KubernetesSource:
             self.store.publish(candidate)
         if synced and not self.synced.is_set():
             self.synced.set()
+        self._bump_revision()
+
+    def _bump_revision(self) -> None:
         self.revision += 1
         self._revised.set()
         self._revised = asyncio.Event()
+
+
+def _generation(obj: JsonObject) -> object:
+    metadata = obj.get("metadata") or {}
+    # Without a status subresource every write bumps generation; fall back to the spec.
+    return metadata.get("generation") or repr(obj.get("spec"))

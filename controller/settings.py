@@ -97,7 +97,8 @@ class LeaderElectionSettings(BaseModel):
     enabled: bool = True
     lease_name: str = "mwm-controller-leader"
     """Name of the coordination.k8s.io Lease, in the watched namespace."""
-    lease_duration_s: float = Field(default=15.0, ge=1)
+    lease_duration_s: int = Field(default=15, ge=1)
+    """Whole seconds (the Lease stores an integer)."""
     renew_deadline_s: float = Field(default=10.0, ge=1)
     """A leader that cannot renew within this stops writing, before others may take over."""
     retry_period_s: float = Field(default=2.0, ge=1)

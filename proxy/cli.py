@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from controller.localspec import LocalConfigError, parse_local_file
@@ -171,7 +172,68 @@ def _print_status(status: dict[str, Any]) -> None:
         print(f"  error: {error}")
 
 
+def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
+    metadata = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    m = status.get("maintenance") or {}
+    print(f"ServiceChecker {metadata.get('namespace')}/{metadata.get('name')}")
+    if not confirmed:
+        print("  (the controller has not confirmed this change yet: is mwm running?)")
+    print(f"maintenance: {'ON' if m.get('active') else 'off'}")
+    if m.get("active") and m.get("reason"):
+        until = f" until {m['until']}" if m.get("until") else ""
+        print(f"  - {m['reason']}{until}")
+    for service in status.get("serviceStatuses") or []:
+        flag = "ready" if service.get("ready") else "NOT READY"
+        critical = " (critical)" if service.get("critical") else ""
+        counts = f"{service.get('readyEndpoints', '?')}/{service.get('totalEndpoints', '?')}"
+        print(
+            f"  {service['namespace']}/{service['name']}{critical}: {flag} {counts} "
+            f"{service.get('reason', '')}"
+        )
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in ("Valid", "Synced") and condition.get("status") != "True":
+            print(f"  {condition['type']}: {condition.get('message')}")
+
+
+def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | None = None) -> int:
+    """``--checker``: switch (or show) a ServiceChecker through the Kubernetes API."""
+    from controller.kube import SERVICECHECKERS, KubeApi, KubeError
+    from controller.switching import switch_checker, wait_for_observed
+
+    async def main() -> None:
+        async with KubeApi.connect(
+            host=args.api_url, kubeconfig=args.kubeconfig, context=args.context
+        ) as api:
+            if enabled is None:
+                obj = await api.get(SERVICECHECKERS, args.namespace, args.checker)
+                _print_checker(obj, confirmed=True)
+                return
+            patched = await switch_checker(
+                api,
+                args.namespace,
+                args.checker,
+                enabled=enabled,
+                reason=getattr(args, "reason", None),
+                until=until,
+            )
+            generation = int((patched.get("metadata") or {}).get("generation") or 0)
+            obj = await wait_for_observed(
+                api, args.namespace, args.checker, generation=generation, timeout_s=args.timeout
+            )
+            status = obj.get("status") or {}
+            _print_checker(obj, confirmed=int(status.get("observedGeneration") or 0) >= generation)
+
+    try:
+        asyncio.run(main())
+    except KubeError as exc:
+        raise ApiError(f"ServiceChecker {args.namespace}/{args.checker}: {exc}") from exc
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.checker:
+        return _cluster(args, None)
     status = _call(args, "GET", "/status")
     if args.json:
         print(json.dumps(status, indent=2))
@@ -182,20 +244,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_on(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"enabled": True}
+    until = None
     if args.reason:
         body["reason"] = args.reason
     if args.until:
         try:
-            body["until"] = parse_until(args.until, now=datetime.now(UTC)).isoformat()
+            until = parse_until(args.until, now=datetime.now(UTC))
         except ValueError as exc:
             print(f"mwm: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        body["until"] = until.isoformat()
+    if args.checker:
+        return _cluster(args, True, until)
     _call(args, "PUT", "/api/maintenance", body)
     _print_status(_call(args, "GET", "/status"))
     return EXIT_OK
 
 
 def cmd_off(args: argparse.Namespace) -> int:
+    if args.checker:
+        return _cluster(args, False)
     _call(args, "DELETE", "/api/maintenance")
     _print_status(_call(args, "GET", "/status"))
     return EXIT_OK
@@ -222,7 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--token", help="admin token (default: $MWM_MANAGEMENT__ADMIN_TOKEN or ..._FILE)"
         )
-        sub.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        sub.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        cluster = sub.add_argument_group(
+            "cluster mode", "act on a ServiceChecker through the Kubernetes API instead"
+        )
+        cluster.add_argument("--checker", help="name of the ServiceChecker")
+        cluster.add_argument("-n", "--namespace", default="default", help="its namespace")
+        cluster.add_argument("--kubeconfig", type=Path, help="kubeconfig (default ~/.kube/config)")
+        cluster.add_argument("--context", help="kubeconfig context")
+        cluster.add_argument("--api-url", help="API server URL without auth (kubectl proxy)")
         return sub
 
     status = client("status", "show whether maintenance is on, why, and every service")

@@ -21,6 +21,7 @@ from controller.snapshot import ServiceReason
 from controller.store import State
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.kube.fakeapi import FakeKubeAPI
+from tests.test_process import run_cli
 
 NS = "shop"
 CHECKERS = "/apis/maintenance.mamrezb.com/v1alpha1/namespaces/shop/servicecheckers"
@@ -572,3 +573,88 @@ async def test_several_checkers_any_one_switches_and_services_listed_once(
         ]
     fake.patch("servicecheckers", NS, "a", {"spec": {"maintenance": {"enabled": True}}})
     await cluster.wait_for(maintenance_on)
+
+
+async def test_cli_switches_a_servicechecker_and_shows_the_confirmed_result(
+    fake: FakeKubeAPI, start_cluster: ClusterFactory
+) -> None:
+    fake.create(checker(services=[{"name": "api", "critical": True}]))
+    fake.create(service("api"))
+    fake.create(endpoint_slice("api", ready=1))
+    cluster = await start_cluster()
+    await cluster.wait_for(maintenance_off)
+    await cluster.wait_for_status(lambda s: s.get("serviceStatuses"))
+    target = ["--checker", "shop", "-n", NS, "--api-url", fake.url]
+
+    on = await asyncio.to_thread(
+        run_cli, "on", "--reason", "Database upgrade", "--until", "1h", *target, env={}
+    )
+    assert on.returncode == 0, on.stderr
+    assert "maintenance: ON" in on.stdout
+    assert "Database upgrade" in on.stdout
+    assert "not confirmed" not in on.stdout
+    assert (await cluster.get()).status == 503
+    stored = fake.get("servicecheckers", NS, "shop")
+    assert stored is not None
+    assert stored["spec"]["maintenance"]["enabled"] is True
+    assert stored["spec"]["services"] == [{"name": "api", "critical": True}]  # untouched
+
+    off = await asyncio.to_thread(run_cli, "off", *target, env={})
+    assert off.returncode == 0, off.stderr
+    assert "maintenance: off" in off.stdout
+    assert "shop/api (critical): ready 1/1 Ready" in off.stdout
+    assert (await cluster.get()).status == 200
+
+    missing = await asyncio.to_thread(
+        run_cli, "on", "--checker", "nope", "-n", NS, "--api-url", fake.url, env={}
+    )
+    assert missing.returncode == 1
+    assert "ServiceChecker shop/nope" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+async def test_only_the_leader_writes_and_a_follower_takes_over(
+    fake: FakeKubeAPI, start_cluster: ClusterFactory
+) -> None:
+    fake.create(checker(services=[], maintenance={"enabled": False}))
+    election = {
+        "MWM_SOURCE__LEADER_ELECTION__ENABLED": "true",
+        "MWM_SOURCE__LEADER_ELECTION__LEASE_DURATION_S": "2",
+        "MWM_SOURCE__LEADER_ELECTION__RENEW_DEADLINE_S": "1.5",
+        "MWM_SOURCE__LEADER_ELECTION__RETRY_PERIOD_S": "1",
+    }
+    first = await start_cluster({**election, "MWM_SOURCE__LEADER_ELECTION__IDENTITY": "first"})
+    first_cluster = first.proxy.runtime.cluster
+    assert first_cluster is not None
+    await first.wait_for(maintenance_off)
+    await fake.wait_until(lambda: first_cluster.leadership is not None)
+    assert first_cluster.leadership is not None
+    while not first_cluster.leadership.leading:
+        await asyncio.wait_for(first_cluster.leadership.changed.wait(), 10)
+    second = await start_cluster({**election, "MWM_SOURCE__LEADER_ELECTION__IDENTITY": "second"})
+    second_cluster = second.proxy.runtime.cluster
+    assert second_cluster is not None
+    await second.wait_for(maintenance_off)
+
+    # Both replicas serve from their own watches; only the leader writes.
+    fake.patch("servicecheckers", NS, "shop", {"spec": {"maintenance": {"enabled": True}}})
+    await first.wait_for(maintenance_on)
+    await second.wait_for(maintenance_on)
+    await first.wait_for_status(lambda s: s.get("maintenance", {}).get("active"))
+    assert first_cluster.writer is not None
+    assert second_cluster.writer is not None
+    assert first_cluster.writer.writes > 0
+    assert second_cluster.writer.writes == 0
+    lease = fake.get("leases", NS, "mwm-controller-leader")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "first"
+
+    # The leader goes away; the follower takes the lease and writes from then on.
+    first.proxy.runtime.request_stop()
+    assert second_cluster.leadership is not None
+    while not second_cluster.leadership.leading:
+        await asyncio.wait_for(second_cluster.leadership.changed.wait(), 10)
+    fake.patch("servicecheckers", NS, "shop", {"spec": {"maintenance": {"enabled": False}}})
+    await second.wait_for(maintenance_off)
+    await second.wait_for_status(lambda s: s.get("maintenance", {}).get("active") is False)
+    assert second_cluster.writer.writes > 0
