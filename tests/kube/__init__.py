@@ -1,0 +1,1 @@
+"""Tests and test infrastructure for the controller's Kubernetes boundary."""
