@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError
 
 from controller.localspec import (
     MAX_SERVICES,
     MAX_WINDOWS,
     MaintenanceSpec,
+    NamespaceOrEmpty,
+    ServiceName,
     SpecModel,
     WindowSpec,
     describe_problems,
-    dns_label,
 )
 
 DEFAULT_ENTER_DELAY_S = 5
@@ -43,20 +44,11 @@ class _Lenient(SpecModel):
 
 
 class CheckedService(_Lenient):
-    name: str
-    namespace: str = ""
+    name: ServiceName
+    namespace: NamespaceOrEmpty = ""
+    """Empty or missing: the resource's own namespace."""
     critical: bool = False
     min_ready: int = Field(default=1, ge=1)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, name: str) -> str:
-        return dns_label(name, "name")
-
-    @field_validator("namespace")
-    @classmethod
-    def _check_namespace(cls, namespace: str) -> str:
-        return dns_label(namespace, "namespace") if namespace else ""
 
 
 class CheckerSpecModel(_Lenient):

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -91,6 +92,11 @@ def dns_label(value: str, what: str) -> str:
 
 
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+ServiceName = Annotated[str, AfterValidator(lambda value: dns_label(value, "name"))]
+Namespace = Annotated[str, AfterValidator(lambda value: dns_label(value, "namespace"))]
+NamespaceOrEmpty = Annotated[
+    str, AfterValidator(lambda value: dns_label(value, "namespace") if value else value)
+]
 
 
 class SpecModel(BaseModel):
@@ -161,23 +167,13 @@ class ProbeSpec(SpecModel):
 
 
 class ServiceSpec(SpecModel):
-    name: str
-    namespace: str = DEFAULT_NAMESPACE
+    name: ServiceName
+    namespace: Namespace = DEFAULT_NAMESPACE
     """Filled from ``metadata.namespace`` (then ``default``) when empty or missing."""
     critical: bool = False
     min_ready: int = Field(default=1, ge=1)
     probe: ProbeSpec | None = None
     """Without a probe the service is taken as ready."""
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, name: str) -> str:
-        return dns_label(name, "name")
-
-    @field_validator("namespace")
-    @classmethod
-    def _check_namespace(cls, namespace: str) -> str:
-        return dns_label(namespace, "namespace")
 
     @field_validator("min_ready")
     @classmethod

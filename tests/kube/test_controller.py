@@ -86,6 +86,13 @@ def endpoint_slice(
     }
 
 
+def create_critical_api(fake: FakeKubeAPI) -> None:
+    """The usual picture: one ServiceChecker naming one critical service, ready 1/1."""
+    fake.create(checker(services=[{"name": "api", "critical": True}]))
+    fake.create(service("api"))
+    fake.create(endpoint_slice("api", ready=1))
+
+
 @dataclass
 class Cluster:
     fake: FakeKubeAPI
@@ -197,9 +204,7 @@ async def test_seed_servicechecker_is_accepted_and_its_status_keeps_the_seed_sha
 async def test_last_ready_endpoint_lost_flips_users_to_maintenance_and_back(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
+    create_critical_api(fake)
     cluster = await start_cluster()
     await cluster.wait_for(maintenance_off)
     assert (await cluster.get()).status == 200
@@ -422,9 +427,7 @@ async def test_enter_and_exit_delays_smooth_a_blip(
 async def test_dropped_watches_reconnect_and_miss_nothing(
     fake: FakeKubeAPI, start_cluster: ClusterFactory, how: str
 ) -> None:
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
+    create_critical_api(fake)
     cluster = await start_cluster()
     await cluster.wait_for(maintenance_off)
     await fake.wait_for_watch("endpointslices")
@@ -441,9 +444,7 @@ async def test_dropped_watches_reconnect_and_miss_nothing(
 async def test_410_gone_relists_and_loses_no_transition(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
+    create_critical_api(fake)
     cluster = await start_cluster()
     await cluster.wait_for(maintenance_off)
     await fake.wait_for_watch("endpointslices")
@@ -459,9 +460,7 @@ async def test_410_gone_relists_and_loses_no_transition(
 async def test_api_errors_never_look_like_an_outage(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
+    create_critical_api(fake)
     cluster = await start_cluster({"MWM_SOURCE__KUBERNETES__STALE_AFTER_S": "0.2"})
     await cluster.wait_for(maintenance_off)
     fake.fail_next(path=r".*/endpointslices.*", status=500, times=None)
@@ -578,9 +577,7 @@ async def test_several_checkers_any_one_switches_and_services_listed_once(
 async def test_cli_switches_a_servicechecker_and_shows_the_confirmed_result(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
+    create_critical_api(fake)
     cluster = await start_cluster()
     await cluster.wait_for(maintenance_off)
     await cluster.wait_for_status(lambda s: s.get("serviceStatuses"))
