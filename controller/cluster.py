@@ -35,12 +35,21 @@ def default_namespace(settings: SourceSettings, *, in_cluster: bool) -> str:
 class Cluster:
     """Runs until cancelled; exposes its parts for ``/status`` and tests."""
 
-    def __init__(self, settings: SourceSettings, store: SnapshotStore, *, in_cluster: bool) -> None:
+    def __init__(
+        self,
+        settings: SourceSettings,
+        store: SnapshotStore,
+        *,
+        in_cluster: bool,
+        identity_suffix: str = "",
+    ) -> None:
         self.settings = settings
         self.store = store
         self.in_cluster = in_cluster
         self.namespace = default_namespace(settings, in_cluster=in_cluster)
-        self.identity = settings.leader_election.identity or socket.gethostname()
+        # Worker processes of one pod each need their own identity in the Lease.
+        base = settings.leader_election.identity or socket.gethostname()
+        self.identity = base + identity_suffix
         self.source: KubernetesSource | None = None
         self.writer: StatusWriter | None = None
         self.leadership: Leadership | None = None

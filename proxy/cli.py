@@ -69,11 +69,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log)
     from proxy.runtime import Runtime, StartupError
+    from proxy.workers import run_workers, switch_dir, worker_index
 
+    index = worker_index(os.environ)
+    if settings.listen.workers > 1 and index is None:
+        return run_workers(settings.listen.workers, environ=os.environ)
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
     async def main() -> None:
-        await Runtime(settings, in_cluster=in_cluster).run(handle_signals=True)
+        runtime = Runtime(
+            settings,
+            in_cluster=in_cluster,
+            worker_index=index,
+            switch_dir=switch_dir(os.environ),
+        )
+        await runtime.run(handle_signals=True)
 
     try:
         _run_async(main)

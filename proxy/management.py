@@ -149,6 +149,12 @@ def _admin_state(s: Services) -> web.Response:
     return web.json_response(body, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
+def _apply(s: Services, switch: ManualSwitch) -> None:
+    s.store.set_switch(switch)
+    if s.shared_switch is not None:
+        s.shared_switch.write(switch)  # the other worker processes pick it up
+
+
 async def get_maintenance(request: web.Request) -> web.Response:
     return _authorize(request) or _admin_state(_services(request))
 
@@ -179,7 +185,7 @@ async def put_maintenance(request: web.Request) -> web.Response:
         until=body.until,
         since=since if body.enabled else None,
     )
-    s.store.set_switch(switch)
+    _apply(s, switch)
     log.info(
         "maintenance switched %s through the admin API",
         "on" if body.enabled else "off",
@@ -193,7 +199,7 @@ async def delete_maintenance(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     s = _services(request)
-    s.store.set_switch(ManualSwitch(source=ADMIN_SWITCH_SOURCE, enabled=False))
+    _apply(s, ManualSwitch(source=ADMIN_SWITCH_SOURCE, enabled=False))
     log.info("maintenance switched off through the admin API")
     return _admin_state(s)
 

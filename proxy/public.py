@@ -27,6 +27,7 @@ from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer, RenderedPage
 from proxy.pathnorm import InvalidPath, normalize_path
 from proxy.settings import Settings
+from proxy.sharedswitch import SharedSwitch
 from proxy.statusdocs import DocumentCache, JsonDocument
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Services:
     policy: BypassPolicy
     forwarder: Forwarder
     metrics: Metrics = field(default_factory=Metrics)
+    shared_switch: SharedSwitch | None = None
+    """Set when several worker processes must all see the admin API's switch."""
     documents: DocumentCache = field(default_factory=DocumentCache)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 

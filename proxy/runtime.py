@@ -19,6 +19,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer
 from proxy.public import Services, build_public_app, page_response
 from proxy.settings import Settings
+from proxy.sharedswitch import SharedSwitch
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,24 @@ class Runtime:
     """One running proxy; :meth:`run` until :meth:`request_stop` (or SIGTERM)."""
 
     def __init__(
-        self, settings: Settings, *, store: SnapshotStore | None = None, in_cluster: bool = False
+        self,
+        settings: Settings,
+        *,
+        store: SnapshotStore | None = None,
+        in_cluster: bool = False,
+        worker_index: int | None = None,
+        switch_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.store = store or SnapshotStore()
+        self.worker_index = worker_index
+        self.shared_switch = (
+            SharedSwitch(
+                switch_dir, self.store, poll_interval_s=settings.source.local.reload_interval_s
+            )
+            if switch_dir is not None
+            else None
+        )
         kind = settings.source.kind
         if kind is SourceKind.AUTO:
             kind = SourceKind.KUBERNETES if in_cluster else SourceKind.LOCAL
@@ -63,7 +79,12 @@ class Runtime:
         self.source = LocalSource(settings.source.local, self.store)
         self.cluster: Cluster | None = None
         if kind is SourceKind.KUBERNETES:
-            self.cluster = Cluster(settings.source, self.store, in_cluster=in_cluster)
+            self.cluster = Cluster(
+                settings.source,
+                self.store,
+                in_cluster=in_cluster,
+                identity_suffix=f"-{worker_index}" if worker_index is not None else "",
+            )
         self.renderer = PageRenderer(settings.page)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -98,6 +119,7 @@ class Runtime:
             renderer=self.renderer,
             policy=BypassPolicy.from_settings(settings.bypass),
             forwarder=forwarder,
+            shared_switch=self.shared_switch,
         )
         if handle_signals:
             loop = asyncio.get_running_loop()
@@ -116,11 +138,20 @@ class Runtime:
         )
         try:
             await management.setup()
+            reuse_port = self.worker_index is not None
             await _listen(
-                management, settings.listen.management_host, settings.listen.management_port
+                management,
+                settings.listen.management_host,
+                settings.listen.management_port,
+                reuse_port=reuse_port,
             )
             await public.setup()
-            await _listen(public, settings.listen.public_host, settings.listen.public_port)
+            await _listen(
+                public,
+                settings.listen.public_host,
+                settings.listen.public_port,
+                reuse_port=reuse_port,
+            )
             self.ports = BoundPorts(public=_bound_port(public), management=_bound_port(management))
             log.info(
                 "listening",
@@ -138,6 +169,8 @@ class Runtime:
                     else:
                         tasks.create_task(self.source.run(), name="local-source")
                     tasks.create_task(self.store.run_clock(), name="maintenance-clock")
+                    if self.shared_switch is not None:
+                        tasks.create_task(self.shared_switch.run(), name="shared-admin-switch")
                     self.started.set()
                     await self._stop.wait()
                     log.info("shutting down: reporting not ready")
@@ -160,9 +193,9 @@ class StartupError(Exception):
     """The proxy could not start (a port in use, say); the message says what to fix."""
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+async def _listen(runner: web.AppRunner, host: str, port: int, *, reuse_port: bool) -> None:
     try:
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None).start()
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 

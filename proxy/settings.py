@@ -75,6 +75,9 @@ class ListenSettings(BaseModel):
     management_host: str = "0.0.0.0"
     """Address of the management listener (probes, metrics, status, admin API)."""
     management_port: int = Field(default=8081, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    """Processes sharing the ports with SO_REUSEPORT, one per core the pod may use; each
+    has its own watches (see proxy/workers.py)."""
 
 
 class UpstreamSettings(BaseModel):

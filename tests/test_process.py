@@ -254,3 +254,67 @@ async def test_cli_switches_maintenance_on_and_off(slow_upstream: SlowUpstream) 
         process.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.proc.wait(), 20)
         await logs
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_workers_share_the_ports_and_the_admin_switch(slow_upstream: SlowUpstream) -> None:
+    public, management = _free_port(), _free_port()
+    env = _env(
+        {
+            "MWM_UPSTREAM__URL": str(slow_upstream.server.make_url("/")).rstrip("/"),
+            "MWM_LISTEN__PUBLIC_HOST": "127.0.0.1",
+            "MWM_LISTEN__PUBLIC_PORT": str(public),
+            "MWM_LISTEN__MANAGEMENT_HOST": "127.0.0.1",
+            "MWM_LISTEN__MANAGEMENT_PORT": str(management),
+            "MWM_LISTEN__WORKERS": "2",
+            "MWM_SOURCE__LOCAL__RELOAD_INTERVAL_S": "0.05",
+            "MWM_LOG__FORMAT": "json",
+            "MWM_MANAGEMENT__ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", "run", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    listening = 0
+    while listening < 2:
+        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert line, "mwm exited before its workers listened"
+        if json.loads(line).get("message") == "listening":
+            listening += 1
+    logs = asyncio.create_task(_drain_stderr(proc))
+    try:
+        base = f"http://127.0.0.1:{public}"
+        async with (
+            aiohttp.ClientSession() as admin,
+            admin.put(
+                f"http://127.0.0.1:{management}/api/maintenance",
+                json={"enabled": True, "reason": "all workers"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            ) as response,
+        ):
+            assert response.status == 200
+        # Fresh connections land on either worker; every one must soon say 503.
+        for _ in range(2000):
+            statuses = set()
+            for _ in range(10):
+                async with (
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+                    s.get(f"{base}/fast") as response,
+                ):
+                    statuses.add(response.status)
+            if statuses == {503}:
+                break
+        else:
+            pytest.fail("some worker never saw the admin switch")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        await logs
