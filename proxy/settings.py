@@ -38,6 +38,8 @@ from proxy.pathnorm import InvalidPath, normalize_path
 
 ENV_PREFIX = "MWM_"
 ENV_NESTED_DELIMITER = "__"
+CLIENT_VARIABLES = frozenset({"MWM_MANAGEMENT_URL"})
+"""Read by the ``mwm on/off/status`` client, not by the server: not settings."""
 
 
 Network = IPv4Network | IPv6Network
@@ -256,7 +258,7 @@ def _settings_from_mapping(environ: Mapping[str, str], overrides: dict[str, Any]
     tree: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
             continue
         parts = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
         node = tree

@@ -318,3 +318,8 @@ async def test_workers_share_the_ports_and_the_admin_switch(slow_upstream: SlowU
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         await logs
+
+
+def test_the_clients_url_variable_does_not_stop_the_server() -> None:
+    result = run_cli("check-config", env={"MWM_MANAGEMENT_URL": "http://127.0.0.1:8081"})
+    assert result.returncode == 0, result.stderr
