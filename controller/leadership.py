@@ -12,6 +12,7 @@ This module and :mod:`controller.kube` are the only ones that import
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -44,8 +45,12 @@ class Leadership:
         self.terms = 0
         """How many times this replica became leader."""
         self.changed = asyncio.Event()
+        self._work_task: asyncio.Task[None] | None = None
 
     async def _lead(self) -> None:
+        # kubernetes_asyncio runs this in a task of its own that it cancels when renewal
+        # fails, but not when the election itself is cancelled: remember it to stop it then.
+        self._work_task = asyncio.current_task()
         self.leading = True
         self.terms += 1
         self._signal()
@@ -66,6 +71,16 @@ class Leadership:
         self.changed = asyncio.Event()
 
     async def run(self) -> None:
+        try:
+            await self._elect_forever()
+        finally:
+            task = self._work_task
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _elect_forever(self) -> None:
         s = self.settings
         while True:
             lock = LeaseLock(s.lease_name, self.namespace, self.identity, self.api.api_client)

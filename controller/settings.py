@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_settings import NoDecode
 
 
@@ -26,6 +26,12 @@ def empty_is_none(value: object) -> object:
     return None if value == "" else value
 
 
+class SettingsGroup(BaseModel):
+    """A group of settings; unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 StrList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 OptionalStr = Annotated[str | None, BeforeValidator(empty_is_none)]
 OptionalPath = Annotated[Path | None, BeforeValidator(empty_is_none)]
@@ -38,7 +44,7 @@ class SourceKind(enum.StrEnum):
     KUBERNETES = "kubernetes"
 
 
-class LocalSourceSettings(BaseModel):
+class LocalSourceSettings(SettingsGroup):
     """The cluster-less source: a YAML file in the ServiceChecker's shape, plus probes."""
 
     file: OptionalPath = None
@@ -56,7 +62,7 @@ class LocalSourceSettings(BaseModel):
     """Consecutive successful probes before a not-ready service counts as ready."""
 
 
-class KubernetesSourceSettings(BaseModel):
+class KubernetesSourceSettings(SettingsGroup):
     """The in-cluster source: ServiceCheckers, EndpointSlices, Services, a ConfigMap switch."""
 
     namespace: OptionalStr = None
@@ -91,7 +97,7 @@ class KubernetesSourceSettings(BaseModel):
     state is still used: an API outage is not an application outage)."""
 
 
-class LeaderElectionSettings(BaseModel):
+class LeaderElectionSettings(SettingsGroup):
     """Only the leader writes ServiceChecker status and Events; every replica serves."""
 
     enabled: bool = True
@@ -114,7 +120,7 @@ class LeaderElectionSettings(BaseModel):
         return self
 
 
-class StatusWriterSettings(BaseModel):
+class StatusWriterSettings(SettingsGroup):
     enabled: bool = True
     """Write ServiceChecker status and Events (by the leader only)."""
     coalesce_s: float = Field(default=0.2, ge=0)
@@ -123,7 +129,7 @@ class StatusWriterSettings(BaseModel):
     retry_max_s: float = Field(default=30.0, gt=0)
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(SettingsGroup):
     kind: SourceKind = SourceKind.AUTO
     local: LocalSourceSettings = Field(default_factory=LocalSourceSettings)
     kubernetes: KubernetesSourceSettings = Field(default_factory=KubernetesSourceSettings)

@@ -10,6 +10,7 @@ environment: :func:`load_settings` is called by the CLI and the result passed do
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
     BeforeValidator,
     Field,
     SecretStr,
@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controller.settings import (
     OptionalPath,
+    SettingsGroup,
     SourceSettings,
     StrList,
     empty_is_none,
@@ -40,6 +41,12 @@ ENV_PREFIX = "MWM_"
 ENV_NESTED_DELIMITER = "__"
 CLIENT_VARIABLES = frozenset({"MWM_MANAGEMENT_URL"})
 """Read by the ``mwm on/off/status`` client, not by the server: not settings."""
+_SERVICE_LINK = re.compile(
+    r"MWM_[A-Z0-9_]*?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)"
+)
+"""Kubernetes injects ``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_PORT...`` for every Service in
+the namespace; a Service named ``mwm...`` makes them start with our prefix.  They are
+never settings (ours always nest with ``__``), so they are skipped, not refused."""
 
 
 Network = IPv4Network | IPv6Network
@@ -70,7 +77,7 @@ def _read_secret_file(path: Path | None, field: str) -> SecretStr | None:
     return SecretStr(text)
 
 
-class ListenSettings(BaseModel):
+class ListenSettings(SettingsGroup):
     public_host: str = "0.0.0.0"
     """Address of the public listener (user traffic)."""
     public_port: int = Field(default=8080, ge=0, le=65535)
@@ -82,7 +89,7 @@ class ListenSettings(BaseModel):
     has its own watches (see proxy/workers.py)."""
 
 
-class UpstreamSettings(BaseModel):
+class UpstreamSettings(SettingsGroup):
     url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     """The application every non-blocked request is forwarded to."""
     connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -106,13 +113,13 @@ class UpstreamSettings(BaseModel):
         return value
 
 
-class ForwardedSettings(BaseModel):
+class ForwardedSettings(SettingsGroup):
     trusted_hops: int = Field(default=0, ge=0, le=32)
     """How many proxies in front of this one append to X-Forwarded-For.  0: the peer is the
     client and incoming X-Forwarded-* headers are not believed."""
 
 
-class BypassSettings(BaseModel):
+class BypassSettings(SettingsGroup):
     path_prefixes: StrList = Field(default_factory=lambda: ["/admin"])
     """Requests whose normalized path is under one of these prefixes pass during maintenance."""
     header_name: str = "X-Maintenance-Bypass"
@@ -149,7 +156,7 @@ class BypassSettings(BaseModel):
         return self
 
 
-class PageSettings(BaseModel):
+class PageSettings(SettingsGroup):
     template_dir: OptionalPath = None
     """Directory whose templates override the built-in ones (same file names)."""
     title: str = "Down for maintenance"
@@ -164,7 +171,7 @@ class PageSettings(BaseModel):
     """List affected service names on the page; switch off to keep them private."""
 
 
-class ManagementSettings(BaseModel):
+class ManagementSettings(SettingsGroup):
     admin_token: OptionalSecret = None
     """Token for the admin API (``Authorization: Bearer``); unset disables the admin API."""
     admin_token_file: OptionalPath = None
@@ -182,7 +189,7 @@ class ManagementSettings(BaseModel):
         return self
 
 
-class ShutdownSettings(BaseModel):
+class ShutdownSettings(SettingsGroup):
     prestop_delay_s: float = Field(default=0.0, ge=0)
     """After SIGTERM, report not-ready this long before refusing new connections."""
     drain_timeout_s: float = Field(default=30.0, gt=0)
@@ -194,7 +201,7 @@ class LogFormat(enum.StrEnum):
     JSON = "json"
 
 
-class LogSettings(BaseModel):
+class LogSettings(SettingsGroup):
     level: str = "INFO"
     format: LogFormat = LogFormat.TEXT
     access_log: bool = False
@@ -259,6 +266,8 @@ def _settings_from_mapping(environ: Mapping[str, str], overrides: dict[str, Any]
     unknown: list[str] = []
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
+            continue
+        if ENV_NESTED_DELIMITER not in key and _SERVICE_LINK.fullmatch(key):
             continue
         parts = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
         node = tree
