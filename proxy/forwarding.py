@@ -51,7 +51,7 @@ from proxy.forwarded import resolve_chain
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.settings import UpstreamSettings
 
-ErrorResponder = Callable[[web.Request, int, str], web.StreamResponse]
+ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
@@ -159,7 +159,7 @@ class Forwarder:
             self._session = None
 
     async def forward(
-        self, request: web.Request, *, path: str, private: bool = False
+        self, request: web.BaseRequest, *, path: str, private: bool = False
     ) -> web.StreamResponse:
         """Send ``request`` to the upstream at ``path`` and relay the answer.
 
@@ -196,7 +196,7 @@ class Forwarder:
         finally:
             upstream.release()
 
-    def _upstream_headers(self, request: web.Request, drop: frozenset[str]) -> CIMultiDict[str]:
+    def _upstream_headers(self, request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
         incoming = request.headers
         headers = CIMultiDict(strip_hop_by_hop(incoming.items(), drop=drop))
         host = incoming.get("Host")
@@ -221,7 +221,7 @@ class Forwarder:
         return headers
 
     async def _relay_response(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, *, private: bool
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, *, private: bool
     ) -> web.StreamResponse:
         headers = strip_hop_by_hop(upstream.headers.items())
         length = upstream.content_length
@@ -269,7 +269,7 @@ class Forwarder:
 
     async def _forward_websocket(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         session: aiohttp.ClientSession,
         url: URL,
         offered: list[str],
@@ -388,7 +388,7 @@ class _WebSocketRelay:
             return
 
 
-def _offered_protocols(request: web.Request) -> list[str]:
+def _offered_protocols(request: web.BaseRequest) -> list[str]:
     return [
         token.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())

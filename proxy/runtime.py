@@ -16,14 +16,15 @@ Shutdown order on SIGTERM (the signal handler only sets an event):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from controller.cluster import Cluster
 from controller.localsource import LocalSource
 from controller.settings import SourceKind
 from controller.store import SnapshotStore
@@ -32,9 +33,12 @@ from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
 from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer
-from proxy.public import Services, build_public_app, page_response
+from proxy.public import Services, build_public_server, page_response
 from proxy.settings import Settings
 from proxy.sharedswitch import SharedSwitch
+
+if TYPE_CHECKING:
+    from controller.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class BoundPorts:
     management: int
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     addresses = runner.addresses
     return int(addresses[0][1]) if addresses else 0
 
@@ -79,6 +83,10 @@ class Runtime:
         self.source = LocalSource(settings.source.local, self.store)
         self.cluster: Cluster | None = None
         if kind is SourceKind.KUBERNETES:
+            # Imported only here: kubernetes_asyncio's models cost ~40 MiB of memory that the
+            # cluster-less mode never needs.
+            from controller.cluster import Cluster
+
             self.cluster = Cluster(
                 settings.source,
                 self.store,
@@ -102,7 +110,7 @@ class Runtime:
         for problem in self.renderer.check():
             log.warning("template problem, the built-in template will be used: %s", problem)
 
-        def on_upstream_error(request: web.Request, status: int, reason: str) -> web.Response:
+        def on_upstream_error(request: web.BaseRequest, status: int, reason: str) -> web.Response:
             assert self.services is not None
             self.services.metrics.upstream_errors[status] += 1
             fmt = negotiate(request.headers.get("Accept"))
@@ -131,9 +139,8 @@ class Runtime:
         management = web.AppRunner(
             build_management_app(services), access_log=access_log, shutdown_timeout=1.0
         )
-        public = web.AppRunner(
-            build_public_app(services),
-            access_log=access_log,
+        public = web.ServerRunner(
+            build_public_server(services, access_log=access_log),
             shutdown_timeout=settings.shutdown.drain_timeout_s,
         )
         try:
@@ -162,6 +169,11 @@ class Runtime:
                     "source": str(self.source_kind),
                 },
             )
+            # Everything built so far lives as long as the process: move it out of the
+            # collector's sight, so full collections under load scan only per-request garbage
+            # (shorter pauses, a flatter p99).
+            gc.collect()
+            gc.freeze()
             try:
                 async with asyncio.TaskGroup() as tasks:
                     if self.cluster is not None:
@@ -193,7 +205,7 @@ class StartupError(Exception):
     """The proxy could not start (a port in use, say); the message says what to fix."""
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int, *, reuse_port: bool) -> None:
+async def _listen(runner: web.BaseRunner, host: str, port: int, *, reuse_port: bool) -> None:
     try:
         await web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None).start()
     except OSError as exc:

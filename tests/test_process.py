@@ -323,3 +323,17 @@ async def test_workers_share_the_ports_and_the_admin_switch(slow_upstream: SlowU
 def test_the_clients_url_variable_does_not_stop_the_server() -> None:
     result = run_cli("check-config", env={"MWM_MANAGEMENT_URL": "http://127.0.0.1:8081"})
     assert result.returncode == 0, result.stderr
+
+
+def test_the_cluster_less_mode_does_not_load_the_kubernetes_client() -> None:
+    # kubernetes_asyncio's models cost ~40 MiB per process; the local mode never needs them.
+    code = (
+        "import sys, proxy.cli, proxy.runtime; "
+        "from proxy.runtime import Runtime; from proxy.settings import load_settings; "
+        "Runtime(load_settings({}), in_cluster=False); "
+        "print('kubernetes_asyncio' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "False"
