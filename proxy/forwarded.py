@@ -37,17 +37,40 @@ def parse_address(text: str) -> IPAddress | None:
         return None
 
 
+def _entries(forwarded_for: Iterable[str]) -> list[str]:
+    return [e.strip() for value in forwarded_for for e in value.split(",") if e.strip()]
+
+
+def forwarded_for_header(
+    peer: str | None, forwarded_for: Iterable[str], *, trusted_hops: int
+) -> str:
+    """The X-Forwarded-For value to send upstream: the believed part of the incoming chain
+    plus the peer.  (The header alone, without parsing any address: the proxied hot path.)"""
+    peer_text = peer or ""
+    if trusted_hops <= 0:
+        return peer_text
+    believed = _entries(forwarded_for)[-trusted_hops:]
+    return ", ".join([*believed, peer_text]) if peer_text else ", ".join(believed)
+
+
+def client_address(
+    peer: str | None, forwarded_for: Iterable[str], *, trusted_hops: int
+) -> IPAddress | None:
+    """The client the bypass rules see: the rightmost entry no trusted proxy vouches for."""
+    peer_text = peer or ""
+    if trusted_hops <= 0:
+        return parse_address(peer_text)
+    chain = [*_entries(forwarded_for), peer_text]
+    # The rightmost untrusted position is the client; with a short chain, the leftmost entry.
+    return parse_address(chain[-(trusted_hops + 1)] if len(chain) > trusted_hops else chain[0])
+
+
 def resolve_chain(
     peer: str | None, forwarded_for: Iterable[str], *, trusted_hops: int
 ) -> ForwardedChain:
     """Return the client address and the X-Forwarded-For header to send upstream."""
-    peer_text = peer or ""
-    if trusted_hops <= 0:
-        return ForwardedChain(client=parse_address(peer_text), header=peer_text)
-    entries = [e.strip() for value in forwarded_for for e in value.split(",") if e.strip()]
-    believed = entries[-trusted_hops:]
-    # The rightmost untrusted position is the client; with a short chain, the leftmost entry.
-    chain = [*entries, peer_text]
-    client_text = chain[-(trusted_hops + 1)] if len(chain) > trusted_hops else chain[0]
-    header = ", ".join([*believed, peer_text]) if peer_text else ", ".join(believed)
-    return ForwardedChain(client=parse_address(client_text), header=header)
+    values = list(forwarded_for)
+    return ForwardedChain(
+        client=client_address(peer, values, trusted_hops=trusted_hops),
+        header=forwarded_for_header(peer, values, trusted_hops=trusted_hops),
+    )

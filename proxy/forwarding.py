@@ -47,7 +47,7 @@ from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.forwarded import resolve_chain
+from proxy.forwarded import forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.settings import UpstreamSettings
 
@@ -201,15 +201,15 @@ class Forwarder:
         headers = CIMultiDict(strip_hop_by_hop(incoming.items(), drop=drop))
         host = incoming.get("Host")
         if self._trusted_hops:
-            forwarded_for = resolve_chain(
+            forwarded_for = forwarded_for_header(
                 request.remote,
                 incoming.getall("X-Forwarded-For", ()),
                 trusted_hops=self._trusted_hops,
-            ).header
+            )
             proto = _last_value(incoming, "X-Forwarded-Proto") or request.scheme
             forwarded_host = _last_value(incoming, "X-Forwarded-Host") or host
         else:
-            # What resolve_chain answers for zero trusted hops, without parsing the address.
+            # What forwarded_for_header answers for zero trusted hops, without a call.
             forwarded_for = request.remote or ""
             proto = request.scheme
             forwarded_host = host

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
 from proxy.decision import Block, Bypass, RequestView, decide
-from proxy.forwarded import resolve_chain
+from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
 from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
@@ -130,18 +130,20 @@ class PublicHandler:
 
     def _view(self, request: web.BaseRequest, path: str) -> RequestView:
         headers = request.headers
-        chain = resolve_chain(
-            request.remote,
-            headers.getall(hdrs.X_FORWARDED_FOR, ()),
-            trusted_hops=self._trusted_hops,
-        )
+        client = None
+        if self._s.policy.networks:  # only the CIDR rule needs the client's address
+            client = client_address(
+                request.remote,
+                headers.getall(hdrs.X_FORWARDED_FOR, ()),
+                trusted_hops=self._trusted_hops,
+            )
         cookies: tuple[str, ...] = ()
         if hdrs.COOKIE in headers:
             cookies = tuple(_cookie_values(headers.getall(hdrs.COOKIE), self._cookie_name))
         return RequestView(
             method=request.method,
             path=path,
-            client=chain.client,
+            client=client,
             bypass_tokens=tuple(headers.getall(self._bypass_header, ())),
             bypass_cookies=cookies,
         )
