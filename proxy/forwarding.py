@@ -54,6 +54,9 @@ from proxy.settings import UpstreamSettings
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
 
+SERVER_NAME: Final = "mwm"
+"""The ``Server`` header on responses whose upstream sent none."""
+
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
 write; larger or unknown-length bodies are streamed."""
@@ -224,6 +227,9 @@ class Forwarder:
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, *, private: bool
     ) -> web.StreamResponse:
         headers = strip_hop_by_hop(upstream.headers.items())
+        if "Server" not in upstream.headers:
+            # Like nginx: never let aiohttp announce its own and Python's versions.
+            headers.append(("Server", SERVER_NAME))
         length = upstream.content_length
         if (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or _has_no_body(
             request.method, upstream.status

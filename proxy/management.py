@@ -26,7 +26,7 @@ from aiohttp import hdrs, web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from controller.snapshot import ManualSwitch
-from proxy.public import SERVICES_KEY, Services, json_response
+from proxy.public import SERVER, SERVICES_KEY, Services, json_response
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,13 @@ async def delete_maintenance(request: web.Request) -> web.Response:
     return _admin_state(s)
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER
+
+
 def build_management_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
+    app.on_response_prepare.append(_server_header)
     app[SERVICES_KEY] = services
     for path in ("/healthz", "/health"):
         app.router.add_get(path, healthz)

@@ -61,9 +61,15 @@ class Services:
 SERVICES_KEY = web.AppKey("services", Services)
 
 
+SERVER = "mwm"
+"""Our ``Server`` header: aiohttp's default would announce the Python and aiohttp versions."""
+
+
 def page_response(page: RenderedPage) -> web.Response:
     """An aiohttp response for a pre-rendered page (aiohttp drops the body for HEAD)."""
-    return web.Response(status=page.status, body=page.body, headers=dict(page.headers))
+    headers = dict(page.headers)
+    headers[hdrs.SERVER] = SERVER
+    return web.Response(status=page.status, body=page.body, headers=headers)
 
 
 def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Response:
@@ -71,6 +77,7 @@ def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Respo
         hdrs.ETAG: document.etag,
         hdrs.CACHE_CONTROL: "no-cache",
         hdrs.CONTENT_TYPE: _JSON,
+        hdrs.SERVER: SERVER,
     }
     if document.matches(request.headers.get(hdrs.IF_NONE_MATCH)):
         return web.Response(status=304, headers=headers)
@@ -99,7 +106,11 @@ class PublicHandler:
             path = normalize_path(raw_path if query_at < 0 else raw_path[:query_at])
         except InvalidPath:
             s.metrics.requests["invalid"] += 1
-            return web.Response(status=400, text="Bad Request: invalid request path\n")
+            return web.Response(
+                status=400,
+                text="Bad Request: invalid request path\n",
+                headers={hdrs.SERVER: SERVER},
+            )
 
         if path == self._services_path and request.method in ("GET", "HEAD"):
             s.metrics.requests["services"] += 1
@@ -165,7 +176,7 @@ class PublicHandler:
         log.info("bypass cookie issued")
         response = web.Response(
             status=303,
-            headers={hdrs.LOCATION: "/", hdrs.CACHE_CONTROL: "no-store"},
+            headers={hdrs.LOCATION: "/", hdrs.CACHE_CONTROL: "no-store", hdrs.SERVER: SERVER},
             text="Bypass cookie set\n",
         )
         response.set_cookie(

@@ -371,3 +371,20 @@ async def test_broken_override_template_still_serves_the_maintenance_page(
     ) as response:
         assert response.status == 503
         assert "Still a page" in await response.text()
+
+
+async def test_own_responses_do_not_announce_python_or_aiohttp_versions(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    await proxy.switch(enabled=True)
+    urls = [
+        f"{proxy.public_url}/",  # the 503 page
+        f"{proxy.public_url}/services",
+        f"{proxy.public_url}/%00",  # 400
+        f"{proxy.management_url}/healthz",
+        f"{proxy.management_url}/status",
+    ]
+    for url in urls:
+        async with proxy.session.get(URL(url, encoded=True)) as response:
+            assert response.headers["Server"] == "mwm", url
