@@ -44,7 +44,8 @@ _REFUSED_BYTES = frozenset((*range(0x20), 0x7F, ord("/"), ord("\\")))
 and the separators ``/`` and ``\\``.  Encoded slash is refused rather than kept: strict by
 default, because much of the stack decodes it before routing (WSGI's ``PATH_INFO`` and
 ASGI's ``path`` are decoded, as is nginx's ``$uri``), which turns ``/admin%2F..%2Fx`` into
-a traversal we cannot see.  Applications that put ``%2F`` inside a segment get 400."""
+a traversal we cannot see.  Applications that put ``%2F`` inside a segment get 400 unless
+they opt in to ``keep_encoded_slashes`` (see :func:`normalize_path`)."""
 
 _REFUSED_REASONS = {ord("/"): "encoded slash (%2F)", ord("\\"): "encoded backslash (%5C)"}
 
@@ -57,7 +58,7 @@ _PARAMS = re.compile(r";|%3B")
 _DOTS_AND_SPACES = re.compile(r"(?:\.|%20)+")
 
 
-def normalize_path(raw_path: str) -> str:
+def normalize_path(raw_path: str, *, keep_encoded_slashes: bool = False) -> str:
     """Return the normal form of ``raw_path`` (the request target without its query).
 
     - It must start with ``/``: absolute-form (``http://host/x``), ``*`` and empty targets
@@ -74,20 +75,48 @@ def normalize_path(raw_path: str) -> str:
       segments that are dots once ``;params`` or trailing spaces are stripped
       (``/admin/..;/checkout``); double-encoded escapes; overlong UTF-8.
 
-    The result is a fixed point: ``normalize_path(normalize_path(p)) == normalize_path(p)``.
+    With ``keep_encoded_slashes`` (for applications that put ``%2F`` inside a segment, like
+    GitLab's ``/api/v4/projects/group%2Fname``), ``%2F`` is kept with upper-case hex and is
+    part of its segment, for the normalization and for the bypass rules alike.  The path must
+    then be safe under both readings: it is refused if decoding its ``%2F`` to ``/`` would
+    make a dot segment (``.``, ``..``, also with ``;params``) or an empty one (``//``), so
+    an upstream that decodes sees the same path with only ``%2F`` turned into ``/``.  A
+    bypass prefix never matches across an encoded slash: ``/admin%2Fx`` is one segment, not
+    under ``/admin``, and is blocked (the safe outcome) though a decoding upstream reads
+    ``/admin/x``.  Prefixes themselves cannot contain ``%2F``.
+
+    The result is a fixed point: ``normalize_path(normalize_path(p)) == normalize_path(p)``
+    (with the same ``keep_encoded_slashes``).
     """
     if not raw_path.startswith("/"):
         raise InvalidPath("the path must start with '/'")
     if _NOT_PLAIN.search(raw_path) is None and "//" not in raw_path and "/." not in raw_path:
         return raw_path
-    return _normalize(raw_path)
+    return _normalize(raw_path, keep_encoded_slashes=keep_encoded_slashes)
 
 
-def _normalize(raw_path: str) -> str:
+def _normalize(raw_path: str, *, keep_encoded_slashes: bool = False) -> str:
     """The general case of :func:`normalize_path`, without the fast path."""
     if not raw_path.startswith("/"):
         raise InvalidPath("the path must start with '/'")
-    text = _PIECE.sub(_canonical_piece, raw_path)
+    if keep_encoded_slashes:
+        path = _resolve(_PIECE.sub(_canonical_piece_keeping_slashes, raw_path))
+        if "%2F" in path:
+            # What an upstream that decodes %2F before routing would see: it must already be
+            # normal, i.e. decoding adds no dot segment, empty segment or ambiguity.
+            decoded = path.replace("%2F", "/")
+            try:
+                unambiguous = _normalize(decoded) == decoded
+            except InvalidPath:
+                unambiguous = False
+            if not unambiguous:
+                raise InvalidPath("encoded slash (%2F) that decodes to a different path")
+        return path
+    return _resolve(_PIECE.sub(_canonical_piece, raw_path))
+
+
+def _resolve(text: str) -> str:
+    """Resolve dot segments and collapse slashes in ``text``, whose escapes are canonical."""
     if _SUSPICIOUS_OUTPUT.search(text) is not None:
         raise InvalidPath("double-encoded escape or overlong UTF-8")
 
@@ -110,6 +139,13 @@ def _normalize(raw_path: str) -> str:
     if not kept:
         return "/"
     return "/" + "/".join(kept) + ("/" if trailing_slash else "")
+
+
+def _canonical_piece_keeping_slashes(match: re.Match[str]) -> str:
+    piece = match.group()
+    if piece in ("%2F", "%2f"):
+        return "%2F"
+    return _canonical_piece(match)
 
 
 def _canonical_piece(match: re.Match[str]) -> str:

@@ -26,7 +26,7 @@ from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer, RenderedPage
 from proxy.pathnorm import InvalidPath, normalize_path
-from proxy.settings import Settings
+from proxy.settings import EncodedSlashes, Settings
 from proxy.sharedswitch import SharedSwitch
 from proxy.statusdocs import DocumentCache, JsonDocument
 
@@ -95,6 +95,7 @@ class PublicHandler:
         self._cookie_name = settings.bypass.cookie_name
         self._bypass_header = settings.bypass.header_name
         self._trusted_hops = settings.forwarded.trusted_hops
+        self._keep_encoded_slashes = settings.bypass.encoded_slashes is EncodedSlashes.KEEP
         token = settings.bypass.token
         self._cookie_token = token.get_secret_value().encode() if token else None
 
@@ -103,7 +104,10 @@ class PublicHandler:
         raw_path = request.raw_path
         query_at = raw_path.find("?")
         try:
-            path = normalize_path(raw_path if query_at < 0 else raw_path[:query_at])
+            path = normalize_path(
+                raw_path if query_at < 0 else raw_path[:query_at],
+                keep_encoded_slashes=self._keep_encoded_slashes,
+            )
         except InvalidPath:
             s.metrics.requests["invalid"] += 1
             return web.Response(

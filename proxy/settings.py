@@ -119,6 +119,13 @@ class ForwardedSettings(SettingsGroup):
     client and incoming X-Forwarded-* headers are not believed."""
 
 
+class EncodedSlashes(enum.StrEnum):
+    """What the public listener does with ``%2F`` (an encoded ``/``) in a request path."""
+
+    REJECT = "reject"
+    KEEP = "keep"
+
+
 class BypassSettings(SettingsGroup):
     path_prefixes: StrList = Field(default_factory=lambda: ["/admin"])
     """Requests whose normalized path is under one of these prefixes pass during maintenance."""
@@ -137,6 +144,13 @@ class BypassSettings(SettingsGroup):
     """How long a bypass cookie is honoured after it is issued."""
     cookie_path: str = "/_mwm/bypass"
     """Visiting ``<cookie_path>/<token>`` sets the bypass cookie and redirects to ``/``."""
+    encoded_slashes: EncodedSlashes = EncodedSlashes.REJECT
+    """``reject``: paths with ``%2F`` get 400, because an upstream that decodes it before
+    routing could see a different path than the bypass rules checked.  ``keep``: ``%2F`` is
+    forwarded as is (upper-case hex) and is part of its segment for the bypass rules (a prefix
+    never matches across it); a path is still refused when decoding its ``%2F`` would make a
+    dot segment (``.``/``..``, also with ``;params``) or ``//``.  Encoded backslash, NUL and
+    control characters are refused either way."""
 
     @model_validator(mode="after")
     def _read_files(self) -> Self:

@@ -275,6 +275,21 @@ async def test_forwarded_path_is_the_checked_path(start_proxy: ProxyFactory) -> 
         assert (await response.json())["path"] == "/a/c?q=%2F"
 
 
+async def test_encoded_slash_is_forwarded_intact_only_when_kept(
+    start_proxy: ProxyFactory,
+) -> None:
+    kept = await start_proxy({"MWM_BYPASS__ENCODED_SLASHES": "keep"})
+    url = URL(f"{kept.public_url}/api/projects/group%2fname", encoded=True)
+    async with kept.session.get(url) as response:
+        assert response.status == 200
+        assert (await response.json())["path"] == "/api/projects/group%2Fname"
+
+    strict = await start_proxy()
+    url = URL(f"{strict.public_url}/api/projects/group%2Fname", encoded=True)
+    async with strict.session.get(url) as response:
+        assert response.status == 400
+
+
 async def test_header_token_bypass(start_proxy: ProxyFactory) -> None:
     proxy = await start_proxy()
     await proxy.switch(enabled=True)

@@ -52,6 +52,7 @@ NON_DEFAULT: JsonObject = {
         "cookie_name": "shop_bypass",
         "cookie_lifetime_s": 3600,
         "cookie_path": "/_shop/bypass",
+        "encoded_slashes": "keep",
     },
     "page": {
         "template_dir": "/srv/templates",

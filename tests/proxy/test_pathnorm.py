@@ -113,6 +113,55 @@ def test_ambiguous_or_malformed_path_is_refused(raw: str) -> None:
         normalize_path(raw)
 
 
+KEPT_SLASHES = [
+    pytest.param("/api/projects/group%2Fname", "/api/projects/group%2Fname", id="gitlab-project"),
+    pytest.param("/a%2fb", "/a%2Fb", id="hex-uppercased"),
+    pytest.param("/a%2F", "/a%2F", id="trailing-encoded-slash"),
+    pytest.param("/x/../a%2Fb", "/a%2Fb", id="raw-dotdot-resolved-before"),
+    pytest.param("/%61%2F%62", "/a%2Fb", id="unreserved-around-it-decoded"),
+    pytest.param("/admin%2Fx", "/admin%2Fx", id="one-segment"),
+    pytest.param("/a/b", "/a/b", id="plain-path-unchanged"),
+]
+
+KEPT_SLASHES_REFUSED = [
+    pytest.param("/admin/..%2Fcheckout", id="decodes-to-dotdot"),
+    pytest.param("/admin/%2e%2e%2fcheckout", id="encoded-dots-decode-to-dotdot"),
+    pytest.param("/a%2F..%2Fb", id="dotdot-between-encoded-slashes"),
+    pytest.param("/a%2F%2Fb", id="decodes-to-double-slash"),
+    pytest.param("/a%2F/b", id="encoded-then-raw-slash"),
+    pytest.param("/%2Fa", id="decodes-to-leading-double-slash"),
+    pytest.param("/a%2F.%2Fb", id="decodes-to-dot"),
+    pytest.param("/a%2F..", id="decodes-to-trailing-dotdot"),
+    pytest.param("/x/..%2F..;%2Fy", id="decodes-to-tomcat-dotdot-semicolon"),
+    pytest.param("/a%5Cb", id="encoded-backslash"),
+    pytest.param("/a\\b", id="raw-backslash"),
+    pytest.param("/a%00%2Fb", id="encoded-nul"),
+    pytest.param("/a%2F%0Ab", id="encoded-control"),
+    pytest.param("/a%252Fb", id="double-encoded-slash"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), KEPT_SLASHES)
+def test_keep_mode_keeps_encoded_slash_in_its_segment(raw: str, expected: str) -> None:
+    path = normalize_path(raw, keep_encoded_slashes=True)
+    assert path == expected
+    assert normalize_path(path, keep_encoded_slashes=True) == path
+
+
+@pytest.mark.parametrize("raw", KEPT_SLASHES_REFUSED)
+def test_keep_mode_refuses_what_decodes_to_a_different_path(raw: str) -> None:
+    with pytest.raises(InvalidPath):
+        normalize_path(raw, keep_encoded_slashes=True)
+
+
+def test_prefix_never_matches_across_an_encoded_slash() -> None:
+    """``/admin%2Fx`` is one segment: not under ``/admin``, so it is blocked, the safe side."""
+    path = normalize_path("/admin%2Fx", keep_encoded_slashes=True)
+    assert ADMIN_ONLY.match(RequestView("GET", path, None), now=0) is None
+    path = normalize_path("/admin/a%2Fb", keep_encoded_slashes=True)
+    assert ADMIN_ONLY.match(RequestView("GET", path, None), now=0) is BypassRule.PATH
+
+
 def test_invalid_path_is_a_value_error() -> None:
     """Callers that validate configuration (bypass prefixes) catch ``ValueError``."""
     with pytest.raises(ValueError, match="encoded slash"):
@@ -198,6 +247,60 @@ def test_normalized_path_means_the_same_to_the_upstream(raw: str) -> None:
     assert b"" not in segments[1:-1]
     assert b"\\" not in decoded
     assert not any(byte < 0x20 or byte == 0x7F for byte in decoded)
+
+
+@given(adversarial_paths)
+@example("/admin/..%2Fcheckout")
+@example("/admin%2F..%2Fcheckout")
+@example("/admin/x%2F..%2F..%2Fcheckout")
+@example("/admin%2Fx")
+@example("/x/..%2F..;%2Fy")
+def test_keep_mode_path_means_the_same_under_both_readings(raw: str) -> None:
+    """With encoded slashes kept, an upstream may keep ``%2F`` or decode it to ``/``: the
+    path must be normal and the ``/admin`` bypass sound under both readings."""
+    try:
+        path = normalize_path(raw, keep_encoded_slashes=True)
+    except InvalidPath:
+        return
+
+    assert normalize_path(path, keep_encoded_slashes=True) == path
+    assert path.startswith("/")
+    assert path.isascii()
+    assert "%2f" not in path
+
+    slashes_decoded = path.replace("%2F", "/")
+    assert normalize_path(slashes_decoded) == slashes_decoded
+    for reading in (path, slashes_decoded):
+        for fragment in ("/./", "/../", "//", "\\"):
+            assert fragment not in reading
+        assert not reading.endswith(("/.", "/.."))
+
+    if ADMIN_ONLY.match(RequestView("GET", path, None), now=0) is BypassRule.PATH:
+        for reading in (path, slashes_decoded):
+            assert reading == "/admin" or reading.startswith("/admin/")
+
+    # Fully percent-decoded, no segment reads as a traversal and nothing is left to decode.
+    decoded = unquote_to_bytes(path)
+    assert unquote_to_bytes(decoded) == decoded
+    segments = decoded.split(b"/")
+    assert len(segments) == len(slashes_decoded.split("/"))
+    assert not any(_reads_as_dot_segment(segment) for segment in segments)
+    assert b"" not in segments[1:-1]
+    assert b"\\" not in decoded
+    assert not any(byte < 0x20 or byte == 0x7F for byte in decoded)
+
+
+@given(st.text(max_size=64) | adversarial_paths)
+def test_fast_path_agrees_with_the_general_algorithm_in_keep_mode(raw: str) -> None:
+    try:
+        expected: str | type[InvalidPath] = _normalize(raw, keep_encoded_slashes=True)
+    except InvalidPath:
+        expected = InvalidPath
+    try:
+        actual: str | type[InvalidPath] = normalize_path(raw, keep_encoded_slashes=True)
+    except InvalidPath:
+        actual = InvalidPath
+    assert actual == expected
 
 
 @given(st.text(max_size=64) | adversarial_paths)
