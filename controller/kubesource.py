@@ -164,7 +164,11 @@ class KubernetesSource:
             self._wake.clear()
             timeout = None if deadline is None else max(deadline - self._monotonic(), 0.0)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the wait completes, and this loop would then
+                # never stop (seen as a shutdown that hangs under load).
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 self._rebuild()
 

@@ -109,7 +109,9 @@ class SnapshotStore:
             generation = self._state.generation
             timeout = None if deadline is None else max((deadline - now).total_seconds(), 0.0)
             try:
-                await asyncio.wait_for(self.wait_for_change(generation), timeout)
+                # asyncio.timeout, not wait_for: see KubernetesSource._timers.
+                async with asyncio.timeout(timeout):
+                    await self.wait_for_change(generation)
             except TimeoutError:
                 continue
 
