@@ -10,18 +10,9 @@ and every incoming X-Forwarded-* header is ignored.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 IPAddress = IPv4Address | IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardedChain:
-    client: IPAddress | None
-    """The client address the bypass rules see; None if it cannot be parsed."""
-    header: str
-    """The X-Forwarded-For value to send upstream."""
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -63,14 +54,3 @@ def client_address(
     chain = [*_entries(forwarded_for), peer_text]
     # The rightmost untrusted position is the client; with a short chain, the leftmost entry.
     return parse_address(chain[-(trusted_hops + 1)] if len(chain) > trusted_hops else chain[0])
-
-
-def resolve_chain(
-    peer: str | None, forwarded_for: Iterable[str], *, trusted_hops: int
-) -> ForwardedChain:
-    """Return the client address and the X-Forwarded-For header to send upstream."""
-    values = list(forwarded_for)
-    return ForwardedChain(
-        client=client_address(peer, values, trusted_hops=trusted_hops),
-        header=forwarded_for_header(peer, values, trusted_hops=trusted_hops),
-    )

@@ -49,13 +49,11 @@ from yarl import URL
 
 from proxy.forwarded import forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
+from proxy.pages import SERVER
 from proxy.settings import UpstreamSettings
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
-
-SERVER_NAME: Final = "mwm"
-"""The ``Server`` header on responses whose upstream sent none."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
@@ -229,7 +227,7 @@ class Forwarder:
         headers = strip_hop_by_hop(upstream.headers.items())
         if "Server" not in upstream.headers:
             # Like nginx: never let aiohttp announce its own and Python's versions.
-            headers.append(("Server", SERVER_NAME))
+            headers.append(("Server", SERVER))
         length = upstream.content_length
         if (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or _has_no_body(
             request.method, upstream.status

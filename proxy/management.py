@@ -26,7 +26,8 @@ from aiohttp import hdrs, web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from controller.snapshot import ManualSwitch
-from proxy.public import SERVER, SERVICES_KEY, Services, json_response
+from proxy.pages import SERVER
+from proxy.public import SERVICES_KEY, Services, json_response
 
 log = logging.getLogger(__name__)
 

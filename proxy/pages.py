@@ -109,16 +109,8 @@ class RenderedPage:
     headers: tuple[tuple[str, str], ...]
 
 
-class TemplateError(Exception):
-    """Templates that cannot be used; ``problems`` lists every one.
-
-    For callers that refuse to start on broken templates; :meth:`PageRenderer.check`
-    itself returns the list, because serving falls back to the built-in templates.
-    """
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+SERVER = "mwm"
+"""Our ``Server`` header: aiohttp's default would announce the Python and aiohttp versions."""
 
 
 def builtin_template_dir() -> Path:
@@ -211,6 +203,7 @@ class PageRenderer:
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            ("Server", SERVER),
         )
         page = RenderedPage(status=status, body=body, headers=headers)
         if len(self._errors) >= ERROR_CACHE_SIZE:
@@ -237,6 +230,7 @@ class PageRenderer:
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
             ("Retry-After", retry_after),
+            ("Server", SERVER),
         ]
         if fmt is PageFormat.HTML and settings.refresh_s is not None:
             headers.append(("Refresh", str(settings.refresh_s)))

@@ -24,7 +24,7 @@ from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
 from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
-from proxy.pages import PageRenderer, RenderedPage
+from proxy.pages import SERVER, PageRenderer, RenderedPage
 from proxy.pathnorm import InvalidPath, normalize_path
 from proxy.settings import EncodedSlashes, Settings
 from proxy.sharedswitch import SharedSwitch
@@ -61,15 +61,9 @@ class Services:
 SERVICES_KEY = web.AppKey("services", Services)
 
 
-SERVER = "mwm"
-"""Our ``Server`` header: aiohttp's default would announce the Python and aiohttp versions."""
-
-
 def page_response(page: RenderedPage) -> web.Response:
     """An aiohttp response for a pre-rendered page (aiohttp drops the body for HEAD)."""
-    headers = dict(page.headers)
-    headers[hdrs.SERVER] = SERVER
-    return web.Response(status=page.status, body=page.body, headers=headers)
+    return web.Response(status=page.status, body=page.body, headers=page.headers)
 
 
 def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Response:
