@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from controller.localsource import LocalSource
 from controller.localspec import LocalConfigError
 from controller.settings import LocalSourceSettings
 from controller.snapshot import CauseKind, ManualSwitch, ServiceReason, ServiceState
 from controller.store import SnapshotStore, State
+from tests.controller.conftest import Target
 
 FAST = {
     "reload_interval_s": 0.01,
@@ -52,64 +50,6 @@ def service(state: State, name: str) -> ServiceState:
     found = state.snapshot.service("default", name)
     assert found is not None, f"no service {name} in {state.snapshot.services}"
     return found
-
-
-@dataclass
-class Target:
-    """A real HTTP server standing in for the app; the test flips its health."""
-
-    server: TestServer
-    healthy: bool = True
-    hits: int = 0
-    hit: asyncio.Condition = field(default_factory=asyncio.Condition)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    """``/slow`` answers only once this is set."""
-
-    def url(self, path: str = "/healthz") -> str:
-        return str(self.server.make_url(path))
-
-    async def wait_for_hits(self, count: int) -> None:
-        async with self.hit:
-            await asyncio.wait_for(self.hit.wait_for(lambda: self.hits >= count), 5)
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[Target]:
-    holder: list[Target] = []
-
-    async def health(request: web.Request) -> web.Response:
-        t = holder[0]
-        async with t.hit:
-            t.hits += 1
-            t.hit.notify_all()
-        return web.Response(status=200 if t.healthy else 503)
-
-    async def failing(request: web.Request) -> web.Response:
-        return web.Response(status=500)
-
-    async def slow(request: web.Request) -> web.Response:
-        await holder[0].gate.wait()
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/failing", failing)
-    app.router.add_get("/slow", slow)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    holder.append(Target(server=server))
-    yield holder[0]
-    holder[0].gate.set()
-    await server.close()
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """Bound but not listening: connections to it are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 @dataclass

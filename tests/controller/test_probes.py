@@ -3,83 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from controller.probes import Prober, ProbeResult, probe_http, probe_tcp
-
-
-@dataclass
-class Target:
-    """A real HTTP server whose health the test flips."""
-
-    server: TestServer
-    healthy: bool = True
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    """``/slow`` answers only once this is set."""
-    entered: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when a request reaches ``/slow``."""
-    paths: list[str] = field(default_factory=list)
-
-    def url(self, path: str = "/healthz") -> str:
-        return str(self.server.make_url(path))
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[Target]:
-    app = web.Application()
-    holder: list[Target] = []
-
-    async def health(request: web.Request) -> web.Response:
-        holder[0].paths.append(request.path)
-        return web.Response(
-            text="ok" if holder[0].healthy else "failing", status=200 if holder[0].healthy else 503
-        )
-
-    async def slow(request: web.Request) -> web.Response:
-        holder[0].entered.set()
-        await holder[0].gate.wait()
-        return web.Response(text="late")
-
-    async def redirect(request: web.Request) -> web.Response:
-        holder[0].paths.append(request.path)
-        raise web.HTTPFound("/login")
-
-    async def login(request: web.Request) -> web.Response:
-        holder[0].paths.append(request.path)
-        return web.Response(text="login page")
-
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/redirect", redirect)
-    app.router.add_get("/login", login)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    holder.append(Target(server=server))
-    yield holder[0]
-    holder[0].gate.set()  # let a parked handler finish so the server closes cleanly
-    await server.close()
+from tests.controller.conftest import Target
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
         yield client
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port that is bound (so nothing else takes it) but not listening: connects are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 async def test_http_probe_passes_on_200(target: Target, session: aiohttp.ClientSession) -> None:
