@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 from datetime import UTC, datetime, timedelta
@@ -350,6 +351,66 @@ async def test_head_gets_the_maintenance_headers_without_a_body(
         assert response.headers["Retry-After"] == "300"
         assert int(response.headers["Content-Length"]) > 0
         assert await response.read() == b""
+
+
+async def _exchange(url: str, raw: bytes) -> bytes:
+    """Send raw bytes and read until the proxy closes the connection or goes quiet."""
+    target = URL(url)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout=5):
+            received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+def _split_responses(data: bytes) -> list[tuple[str, dict[str, list[str]], bytes]]:
+    responses = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.lower(), []).append(value.strip())
+        length = int(headers["content-length"][0])
+        responses.append((status, headers, data[:length]))
+        data = data[length:]
+    return responses
+
+
+async def test_pipelined_blocked_requests_each_get_one_complete_page(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    await proxy.switch(enabled=True)
+    async with proxy.session.get(f"{proxy.public_url}/", headers={"Accept": "text/plain"}) as page:
+        expected_body = await page.read()
+    request = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\n\r\n"
+    last = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    responses = _split_responses(await _exchange(proxy.public_url, request * 3 + last))
+    assert len(responses) == 4
+    for status, headers, body in responses:
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert body == expected_body
+        for name in ("date", "server", "content-length", "content-type", "retry-after"):
+            assert len(headers[name]) == 1, (name, headers)
+        assert headers["server"] == ["mwm"]
+        assert email.utils.parsedate_to_datetime(headers["date"][0]).tzinfo is not None
+    assert responses[-1][1]["connection"] == ["close"]
+
+
+async def test_http_1_0_gets_the_page_and_a_closed_connection(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    await proxy.switch(enabled=True)
+    raw = await _exchange(proxy.public_url, b"GET / HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
+    [(status, headers, body)] = _split_responses(raw)
+    assert status == "HTTP/1.0 503 Service Unavailable"
+    assert len(body) == int(headers["content-length"][0]) > 0
 
 
 async def test_window_in_the_file_opens_and_ends_by_itself(
