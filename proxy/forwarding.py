@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Final, Protocol
 
 import aiohttp
@@ -50,6 +51,7 @@ from yarl import URL
 from proxy.forwarded import forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.pages import SERVER
+from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import UpstreamSettings
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
@@ -238,6 +240,10 @@ class Forwarder:
                 return self._on_error(request, 504, self._timeout_reason(exc))
             except aiohttp.ClientError as exc:
                 return self._on_error(request, 502, _failure_reason(exc))
+            if not private and fits(request):
+                prebuilt = _prebuilt(upstream, headers, body)
+                if prebuilt is not None:
+                    return prebuilt
             whole = web.Response(
                 status=upstream.status, reason=upstream.reason, headers=headers, body=body
             )
@@ -413,6 +419,39 @@ def _last_value(headers: CIMultiDictProxy[str], name: str) -> str | None:
     if not values:
         return None
     return values[-1].rpartition(",")[2].strip() or None
+
+
+def _prebuilt(
+    upstream: aiohttp.ClientResponse, headers: list[tuple[str, str]], body: bytes
+) -> PrebuiltResponse | None:
+    """The upstream's answer as one write, or None when aiohttp must frame it (no
+    ``Content-Length`` to pass on, a status whose framing rules differ, or a head that
+    would not serialize cleanly)."""
+    status = upstream.status
+    if status < 200 or status in (204, 304):
+        return None
+    lines = [f"HTTP/1.1 {status} {upstream.reason or _reason(status)}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    text = "".join(lines)
+    if text.count("\n") != len(lines):
+        return None  # a line break inside a name or value: never relay it as is
+    try:
+        # aiohttp's parser decoded the upstream's bytes with surrogateescape: this
+        # restores them exactly.
+        head = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+    framed = any(name.lower() == "content-length" for name, _ in headers)
+    if not framed and body:
+        return None
+    return PrebuiltResponse(status=status, head=head, body=body, dated="Date" in upstream.headers)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _has_no_body(method: str, status: int) -> bool:

@@ -108,15 +108,17 @@ class RenderedPage:
     body: bytes
     headers: tuple[tuple[str, str], ...]
     wire_head: bytes = field(init=False, repr=False, compare=False)
-    """The HTTP/1.1 status line and headers (with ``Content-Length``, without ``Date`` and
-    the closing blank line), serialized once so a keep-alive response is a single write."""
+    """The HTTP/1.1 status line and header lines (with ``Content-Length``, without ``Date``
+    and the closing blank line), serialized once for :mod:`proxy.prebuilt`."""
 
     def __post_init__(self) -> None:
         lines = [f"HTTP/1.1 {self.status} {_status_phrase(self.status)}"]
         lines.extend(f"{name}: {value}" for name, value in self.headers)
         lines.append(f"Content-Length: {len(self.body)}")
         # Header values are ours (settings, fixed strings, dates): latin-1 like aiohttp's.
-        object.__setattr__(self, "wire_head", ("\r\n".join(lines) + "\r\n").encode("latin-1"))
+        object.__setattr__(
+            self, "wire_head", "".join(f"{line}\r\n" for line in lines).encode("latin-1")
+        )
 
 
 SERVER = "mwm"

@@ -13,10 +13,9 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 
-from aiohttp import HttpVersion11, hdrs, web
+from aiohttp import hdrs, web
 
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
@@ -27,6 +26,7 @@ from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
 from proxy.pages import SERVER, PageRenderer, RenderedPage
 from proxy.pathnorm import InvalidPath, normalize_path
+from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import EncodedSlashes, Settings
 from proxy.sharedswitch import SharedSwitch
 from proxy.statusdocs import DocumentCache, JsonDocument
@@ -65,62 +65,6 @@ SERVICES_KEY = web.AppKey("services", Services)
 def page_response(page: RenderedPage) -> web.Response:
     """An aiohttp response for a pre-rendered page (aiohttp drops the body for HEAD)."""
     return web.Response(status=page.status, body=page.body, headers=page.headers)
-
-
-class PrebuiltResponse(web.StreamResponse):
-    """A pre-rendered page for a keep-alive HTTP/1.1 request, written to the transport in
-    one call: the serialized head, a ``Date`` formatted once per second, and the body.
-
-    Building an aiohttp ``Response`` per blocked request (a header multidict, defaults,
-    serialization) was about a third of the cost of a 503 under load; the page is the same
-    bytes for every request of a state, so only the date is per request.  Other requests
-    (HTTP/1.0, ``Connection: close``) take :func:`page_response`, which handles them.
-    """
-
-    def __init__(self, page: RenderedPage, *, head_only: bool) -> None:
-        super().__init__(status=page.status)
-        date = http_date()
-        self._wire = page.wire_head + date if head_only else page.wire_head + date + page.body
-        self._body_length = 0 if head_only else len(page.body)
-
-    @property
-    def keep_alive(self) -> bool:
-        return True
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the client went away")
-        self._eof_sent = True
-        transport.write(self._wire)
-        if transport.get_write_buffer_size() > _WRITE_BUFFER_LIMIT:
-            # A client pipelining requests without reading its answers: wait for it like
-            # aiohttp's own writer would, instead of buffering pages without bound.
-            await request._payload_writer.drain()
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-_WRITE_BUFFER_LIMIT = 64 * 1024
-
-
-class _DateLine:
-    """``Date: <IMF-fixdate>\\r\\n\\r\\n`` (the head's last line), formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._line = f"Date: {formatdate(now, usegmt=True)}\r\n\r\n".encode("ascii")
-            self._second = now
-        return self._line
-
-
-http_date = _DateLine()
 
 
 def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Response:
@@ -186,8 +130,9 @@ class PublicHandler:
             fmt = negotiate(request.headers.get(hdrs.ACCEPT))
             now = s.store.clock()
             page = s.renderer.maintenance_page(state, fmt, now=now)
-            if request.version == HttpVersion11 and request.keep_alive:
-                return PrebuiltResponse(page, head_only=request.method == "HEAD")
+            if fits(request):
+                body = b"" if request.method == "HEAD" else page.body
+                return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)
             return page_response(page)
         if isinstance(decision, Bypass):
             s.metrics.requests["bypass"] += 1

@@ -404,6 +404,22 @@ async def test_pipelined_blocked_requests_each_get_one_complete_page(
     assert responses[-1][1]["connection"] == ["close"]
 
 
+async def test_pipelined_forwarded_requests_each_get_their_own_complete_answer(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    requests = b"".join(f"GET /item/{n} HTTP/1.1\r\nHost: shop\r\n\r\n".encode() for n in range(3))
+    requests += b"GET /item/3 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
+    responses = _split_responses(await _exchange(proxy.public_url, requests))
+    assert [json.loads(body)["path"] for _, _, body in responses] == [
+        f"/item/{n}" for n in range(4)
+    ]
+    for status, headers, _ in responses:
+        assert status == "HTTP/1.1 200 OK"
+        assert len(headers["date"]) == 1
+        assert headers["cache-control"] == ["public, max-age=60"]
+
+
 async def test_http_1_0_gets_the_page_and_a_closed_connection(start_proxy: ProxyFactory) -> None:
     proxy = await start_proxy()
     await proxy.switch(enabled=True)
