@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger
 
 from controller.store import SnapshotStore
+from proxy.accesslog import AccessLogger
 from proxy.bypass import BypassPolicy
 from proxy.decision import Block, Bypass, RequestView, decide
 from proxy.forwarded import client_address
@@ -217,9 +219,19 @@ def _cookie_values(headers: list[str], name: str) -> list[str]:
     return values
 
 
-def build_public_server(services: Services, *, access_log: logging.Logger | None) -> web.Server:
+def build_public_server(
+    services: Services,
+    *,
+    access_log: logging.Logger | None,
+    access_log_class: type[AbstractAccessLogger] = AccessLogger,
+) -> web.Server:
     """aiohttp's low-level server: every request goes straight to the one handler, with no
     router, no middleware chain and no ``Application`` per request (a measured ~15-30 %
     more throughput than a catch-all route)."""
     handler = PublicHandler(services)
-    return web.Server(handler.handle, access_log=access_log, max_field_size=16384)
+    return web.Server(
+        handler.handle,
+        access_log=access_log,
+        access_log_class=access_log_class,
+        max_field_size=16384,
+    )

@@ -28,6 +28,7 @@ from aiohttp import web
 from controller.localsource import LocalSource
 from controller.settings import SourceKind
 from controller.store import SnapshotStore
+from proxy.accesslog import access_logger_for
 from proxy.bypass import BypassPolicy
 from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
@@ -136,11 +137,17 @@ class Runtime:
 
         await forwarder.start()
         access_log = logging.getLogger("aiohttp.access") if settings.log.access_log else None
+        access_log_class = access_logger_for(
+            secret_prefixes=(settings.bypass.cookie_path.rstrip("/") + "/",)
+        )
         management = web.AppRunner(
-            build_management_app(services), access_log=access_log, shutdown_timeout=1.0
+            build_management_app(services),
+            access_log=access_log,
+            access_log_class=access_log_class,
+            shutdown_timeout=1.0,
         )
         public = web.ServerRunner(
-            build_public_server(services, access_log=access_log),
+            build_public_server(services, access_log=access_log, access_log_class=access_log_class),
             shutdown_timeout=settings.shutdown.drain_timeout_s,
         )
         try:
