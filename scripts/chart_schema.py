@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import difflib
 import inspect
 import itertools
 import json
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
+from generated_file import write_or_check  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from proxy.settings import Settings  # noqa: E402
@@ -235,21 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     committed = SCHEMA_PATH.read_text(encoding="utf-8")
     fresh = dump(generate(json.loads(committed)))
-    if args.check:
-        if fresh != committed:
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    committed.splitlines(keepends=True),
-                    fresh.splitlines(keepends=True),
-                    "committed",
-                    "generated",
-                )
-            )
-            print(f"{SCHEMA_PATH.relative_to(REPO)} is stale: run scripts/chart_schema.py")
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(fresh, encoding="utf-8")
-    return 0
+    return write_or_check(SCHEMA_PATH, fresh, check=args.check, command="scripts/chart_schema.py")
 
 
 if __name__ == "__main__":

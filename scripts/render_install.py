@@ -18,7 +18,6 @@ exits 1 when the committed file differs from a fresh render.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import helm_python
 import yaml
+from generated_file import write_or_check
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "maintenance-window-manager"
@@ -116,23 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     args = parser.parse_args(argv)
     fresh = render_install()
-    if args.check:
-        committed = INSTALL_PATH.read_text(encoding="utf-8") if INSTALL_PATH.exists() else ""
-        if fresh != committed:
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    committed.splitlines(keepends=True),
-                    fresh.splitlines(keepends=True),
-                    "committed",
-                    "rendered",
-                )
-            )
-            print(f"{INSTALL_PATH.relative_to(REPO)} is stale: run scripts/render_install.py")
-            return 1
-        return 0
-    INSTALL_PATH.parent.mkdir(parents=True, exist_ok=True)
-    INSTALL_PATH.write_text(fresh, encoding="utf-8")
-    return 0
+    return write_or_check(
+        INSTALL_PATH, fresh, check=args.check, command="scripts/render_install.py"
+    )
 
 
 if __name__ == "__main__":

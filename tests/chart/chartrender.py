@@ -15,6 +15,7 @@ import copy
 import importlib.util
 import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -135,6 +136,8 @@ def env_of(container: JsonObject) -> dict[str, str]:
 def load_script(name: str) -> ModuleType:
     """A module from ``scripts/`` (not a package), by file name without ``.py``."""
     path = REPO / "scripts" / f"{name}.py"
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))  # as when run: its neighbours are importable
     spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
     assert spec is not None
     assert spec.loader is not None
