@@ -55,6 +55,7 @@ from typing import Any
 import jinja2
 
 from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
+from controller.statusdoc import iso
 from controller.store import State
 from proxy.negotiation import PageFormat
 from proxy.settings import PageSettings, env_name
@@ -262,12 +263,12 @@ class PageRenderer:
             "reasons": [cause.reason for cause in maintenance.causes],
             "reason": maintenance.reason or "",
             "until": until,
-            "until_iso": _rfc3339(until) if until is not None else None,
+            "until_iso": iso(until),
             "until_http": format_datetime(_ceil_to_second(until), usegmt=True)
             if until is not None
             else None,
             "until_text": _human(until) if until is not None else None,
-            "since_iso": _rfc3339(since) if since is not None else None,
+            "since_iso": iso(since),
             "retry_after_s": None if dated else settings.retry_after_s,
             "services": list(maintenance.affected_services) if settings.show_services else [],
             "show_services": settings.show_services,
@@ -438,7 +439,7 @@ def _json_default(value: object) -> object:
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises UndefinedError naming the variable
     if isinstance(value, datetime):
-        return _rfc3339(_utc(value))
+        return iso(_utc(value))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -471,10 +472,6 @@ def _ceil_to_second(moment: datetime) -> datetime:
     if moment.microsecond:
         return moment.replace(microsecond=0) + timedelta(seconds=1)
     return moment
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _human(moment: datetime) -> str:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from controller.snapshot import Cause, ServiceState
+from controller.statusdoc import iso
 from controller.store import State
 
 
@@ -42,10 +42,6 @@ def _document(payload: Any) -> JsonDocument:
     return JsonDocument(body=body, etag=f'"{digest}"')
 
 
-def _iso(instant: datetime | None) -> str | None:
-    return instant.isoformat().replace("+00:00", "Z") if instant else None
-
-
 def _service(state: ServiceState) -> dict[str, Any]:
     return {
         "name": state.name,
@@ -56,7 +52,7 @@ def _service(state: ServiceState) -> dict[str, Any]:
         "totalEndpoints": state.total_endpoints,
         "minReady": state.min_ready,
         "reason": str(state.reason),
-        "lastTransitionTime": _iso(state.last_transition),
+        "lastTransitionTime": iso(state.last_transition),
         "stale": state.stale,
     }
 
@@ -65,8 +61,8 @@ def _cause(cause: Cause) -> dict[str, Any]:
     return {
         "kind": str(cause.kind),
         "reason": cause.reason,
-        "since": _iso(cause.since),
-        "until": _iso(cause.until),
+        "since": iso(cause.since),
+        "until": iso(cause.until),
         "services": list(cause.services),
     }
 
@@ -87,14 +83,14 @@ def build_status(state: State, *, draining: bool = False) -> JsonDocument:
             "maintenance": {
                 "active": maintenance.active,
                 "reason": maintenance.reason,
-                "since": _iso(maintenance.since if maintenance.active else None),
-                "until": _iso(maintenance.until),
+                "since": iso(maintenance.since if maintenance.active else None),
+                "until": iso(maintenance.until),
                 "causes": [_cause(c) for c in maintenance.causes],
             },
             "synced": state.snapshot.synced,
             "draining": draining,
             "generation": state.generation,
-            "lastChange": _iso(state.changed_at),
+            "lastChange": iso(state.changed_at),
             "services": [_service(s) for s in state.snapshot.services],
             "errors": list(state.snapshot.errors),
         }
