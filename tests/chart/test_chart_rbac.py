@@ -172,18 +172,6 @@ def config_grants(kind: str, name: str) -> set[Call]:
     return {(group, res, verb) for group, res, verb, _ in grants(rbac_objects()[(kind, name)])}
 
 
-# Granted by config/rbac (and so by the chart) beyond the calls the code makes today:
-# "get" on what is watched (re-reading one object costs nothing over list + watch) and
-# "patch" on Events (bumping a repeated Event's count).
-GRANTED_BEYOND_CALLS = {
-    (kube.SERVICECHECKERS.group, "servicecheckers", "get"),
-    ("", "configmaps", "get"),
-    ("discovery.k8s.io", "endpointslices", "get"),
-    ("", "services", "get"),
-    ("", "events", "patch"),
-}
-
-
 def test_chart_grants_what_config_rbac_grants() -> None:
     objects = render(BASE_VALUES)
     assert chart_grants(objects, "Role") == config_grants("Role", "mwm-controller")
@@ -195,13 +183,13 @@ def test_chart_grants_what_config_rbac_grants() -> None:
     )
 
 
-def test_chart_grants_cover_every_call_of_the_server() -> None:
+def test_chart_grants_exactly_the_calls_of_the_server() -> None:
     objects = render(BASE_VALUES)
     granted = chart_grants(objects, "Role") | chart_grants(
         objects, "ClusterRole", "-endpoint-reader"
     )
-    assert server_calls() <= granted
-    assert granted - server_calls() == GRANTED_BEYOND_CALLS
+    # Exactly: every call is granted, and nothing is granted that no call needs.
+    assert granted == server_calls()
 
 
 def test_switch_role_covers_the_cli() -> None:

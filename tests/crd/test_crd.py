@@ -553,24 +553,19 @@ Grant = tuple[str, str, str, tuple[str, ...]]
 """(apiGroup, resource, verb, resourceNames); () means every object of the resource."""
 
 CONTROLLER_ROLE: set[Grant] = {
-    (GROUP, "servicecheckers", "get", ()),
     (GROUP, "servicecheckers", "list", ()),
     (GROUP, "servicecheckers", "watch", ()),
     (GROUP, "servicecheckers/status", "patch", ()),
-    ("", "configmaps", "get", ("mwm-maintenance",)),
     ("", "configmaps", "list", ("mwm-maintenance",)),
     ("", "configmaps", "watch", ("mwm-maintenance",)),
     ("coordination.k8s.io", "leases", "create", ()),
     ("coordination.k8s.io", "leases", "get", ("mwm-controller-leader",)),
     ("coordination.k8s.io", "leases", "update", ("mwm-controller-leader",)),
     ("", "events", "create", ()),
-    ("", "events", "patch", ()),
 }
 ENDPOINT_READER: set[Grant] = {
-    ("discovery.k8s.io", "endpointslices", "get", ()),
     ("discovery.k8s.io", "endpointslices", "list", ()),
     ("discovery.k8s.io", "endpointslices", "watch", ()),
-    ("", "services", "get", ()),
     ("", "services", "list", ()),
     ("", "services", "watch", ()),
 }
