@@ -23,6 +23,7 @@ kubernetes-asyncio client) and breaks the server on purpose:
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -241,8 +242,13 @@ async def test_watches_dropped_over_and_over_cause_no_false_maintenance_and_miss
     await cluster.wait_for(maintenance_off)
 
 
-def slice_lists(fake: FakeKubeAPI) -> list[RecordedRequest]:
-    return [r for r in fake.requests_to("GET", r"/endpointslices$") if not r.is_watch]
+def slice_lists(fake: FakeKubeAPI, *, since: int = 0) -> list[RecordedRequest]:
+    """EndpointSlice lists (not watches) logged from request number ``since`` on."""
+    return [
+        r
+        for r in fake.requests[since:]
+        if r.method == "GET" and r.path.endswith("/endpointslices") and not r.is_watch
+    ]
 
 
 def expired_event() -> dict[str, Any]:
@@ -264,7 +270,13 @@ async def test_410_storm_relists_converges_and_never_shows_false_maintenance(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
     create_critical_api(fake)
-    cluster = await start_cluster()
+    backoff_initial_s = 0.05
+    cluster = await start_cluster(
+        {
+            "MWM_SOURCE__KUBERNETES__BACKOFF_INITIAL_S": str(backoff_initial_s),
+            "MWM_SOURCE__KUBERNETES__BACKOFF_MAX_S": "0.2",
+        }
+    )
     await cluster.wait_for(maintenance_off)
     states = record_states(cluster)
     lists = len(slice_lists(fake))
@@ -281,8 +293,15 @@ async def test_410_storm_relists_converges_and_never_shows_false_maintenance(
     gone = fake.fail_next(
         "GET", r"/endpointslices$", status=410, reason="Expired", times=4, when=is_slice_watch
     )
+    storm_starts = len(fake.requests)
     fake.end_watches("endpointslices")
-    await fake.wait_until(lambda: gone.exhausted)
+    await fake.wait_until(lambda: len(slice_lists(fake, since=storm_starts)) >= 4)
+    assert gone.exhausted
+    # The first 410 re-lists at once; the ones that follow back off: no hot loop of lists.
+    storm_lists = slice_lists(fake, since=storm_starts)
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(storm_lists)]
+    assert len(gaps) >= 3
+    assert min(gaps[1:]) >= backoff_initial_s / 2  # the backoff's jitter takes up to half
     fake.update(endpoint_slice("api", ready=5))
     await cluster.wait_for(lambda s: s.snapshot.services[0].ready_endpoints == 5)
     assert len(slice_lists(fake)) - lists >= 3 + 4  # one re-list per 410
