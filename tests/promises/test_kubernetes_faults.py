@@ -11,7 +11,7 @@ kubernetes-asyncio client) and breaks the server on purpose:
 - watches dropped over and over: no false maintenance in any published state, and a change
   made while the watches were down is still seen;
 - 410 Gone storms (as HTTP answers and as ``ERROR`` events): re-list, converge, no false
-  maintenance;
+  maintenance, and re-lists in a row back off instead of hammering the API server;
 - 429 with ``Retry-After`` on list, watch and status writes: the client waits at least that
   long (seen in the fake's request log), then succeeds;
 - 5xx on status writes: retried until written, one accepted write per real change, and a
