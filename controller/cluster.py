@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from controller.kube import KubeApi
-from controller.kubesource import KubernetesSource
+from controller.kubesource import KubernetesSource, fail_safe_switch
 from controller.leadership import Leadership
 from controller.settings import SourceSettings
 from controller.statuswriter import StatusWriter
@@ -55,6 +55,10 @@ class Cluster:
         self.leadership: Leadership | None = None
         self.ready = asyncio.Event()
         """Set once the parts exist (the API client is configured)."""
+        # In force from the first request on, before anything could be read.
+        switch = fail_safe_switch(settings.kubernetes)
+        if switch is not None:
+            store.set_switch(switch)
 
     async def run(self) -> None:
         k = self.settings.kubernetes
@@ -64,23 +68,30 @@ class Cluster:
             context=k.context,
             in_cluster=self.in_cluster and k.api_url is None,
             request_timeout_s=k.request_timeout_s,
+            user_agent=f"mwm ({self.identity})",
         ) as api:
             source = self.source = KubernetesSource(k, self.store, api, namespace=self.namespace)
+            leadership = None
+            if self.settings.status.enabled and self.settings.leader_election.enabled:
+                leadership = self.leadership = Leadership(
+                    api,
+                    self.settings.leader_election,
+                    namespace=self.namespace,
+                    identity=self.identity,
+                )
             writer = self.writer = StatusWriter(
-                self.settings.status, source, self.store, api, identity=self.identity
+                self.settings.status,
+                source,
+                self.store,
+                api,
+                identity=self.identity,
+                lease=leadership,
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(source.run(), name="kubernetes-source")
                 if self.settings.status.enabled:
-                    if self.settings.leader_election.enabled:
-                        self.leadership = Leadership(
-                            api,
-                            self.settings.leader_election,
-                            namespace=self.namespace,
-                            identity=self.identity,
-                            work=writer.run,
-                        )
-                        tasks.create_task(self.leadership.run(), name="leader-election")
+                    if leadership is not None:
+                        tasks.create_task(leadership.run(writer.run), name="leader-election")
                     else:
                         tasks.create_task(writer.run(), name="status-writer")
                 self.ready.set()

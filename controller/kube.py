@@ -116,6 +116,11 @@ class ObjectList:
     resource_version: str
 
 
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+"""What a request through the typed client raises when the API cannot be reached (for
+:mod:`controller.leadership`, whose library call does not go through :class:`KubeApi`)."""
+
+
 CONNECTED = "CONNECTED"
 """A synthetic first event of every watch: the server accepted it."""
 
@@ -166,9 +171,12 @@ class KubeApi:
         context: str | None = None,
         in_cluster: bool = False,
         request_timeout_s: float = 30.0,
+        user_agent: str | None = None,
     ) -> AsyncIterator[KubeApi]:
         """Configure a client: an explicit ``host`` (no auth; tests), the in-cluster
-        service account, or a kubeconfig file (default location when None)."""
+        service account, or a kubeconfig file (default location when None).  Replicas share
+        one service account: a ``user_agent`` naming the replica tells them apart in the
+        API server's audit log."""
         configuration = Configuration()
         try:
             if host is not None:
@@ -185,6 +193,8 @@ class KubeApi:
         except (ConfigException, OSError) as exc:
             raise KubeError(f"cannot configure the Kubernetes client: {exc}") from exc
         async with ApiClient(configuration=configuration) as client:
+            if user_agent is not None:
+                client.user_agent = user_agent
             yield cls(client, request_timeout_s=request_timeout_s)
 
     @property

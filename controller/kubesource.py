@@ -17,6 +17,8 @@ ServiceCheckers change.
 
 Rules that keep traffic safe:
 
+- until everything has been listed once there is no state to keep: the ``fail_safe``
+  setting decides (``serve``, the default, or ``maintenance``, see :func:`fail_safe_switch`);
 - a service is ``Unknown`` until its namespace's watches have listed once; ``Unknown``
   never starts maintenance;
 - a failing watch keeps its last state; after ``stale_after_s`` the services it covers
@@ -47,7 +49,7 @@ from controller.kube import (
     JsonObject,
     KubeApi,
 )
-from controller.settings import KubernetesSourceSettings
+from controller.settings import FailSafe, KubernetesSourceSettings
 from controller.snapshot import (
     ManualSwitch,
     ServiceReason,
@@ -59,8 +61,19 @@ from controller.watching import Reflector, WatchTimings
 
 log = logging.getLogger(__name__)
 
-SWITCH_PREFIXES = ("servicechecker/", "configmap/")
+SWITCH_PREFIXES = ("servicechecker/", "configmap/", "failsafe/")
 """Switch sources this module owns in the snapshot (others, e.g. the admin API, are kept)."""
+
+FAIL_SAFE_SOURCE = "failsafe/kubernetes"
+FAIL_SAFE_REASON = "Temporarily unavailable while the maintenance state is being read"
+
+
+def fail_safe_switch(settings: KubernetesSourceSettings) -> ManualSwitch | None:
+    """The switch holding maintenance on while no state was ever read, if the settings ask for
+    it (``fail_safe=maintenance``); it goes with the first complete sync, never to return."""
+    if settings.fail_safe is not FailSafe.MAINTENANCE:
+        return None
+    return ManualSwitch(source=FAIL_SAFE_SOURCE, enabled=True, reason=FAIL_SAFE_REASON)
 
 
 @dataclass
@@ -513,11 +526,12 @@ class KubernetesSource:
         synced = self._is_synced()
         current = self.store.current.snapshot
         others = tuple(s for s in current.switches if not s.source.startswith(SWITCH_PREFIXES))
+        fail_safe = None if current.synced or synced else fail_safe_switch(self.settings)
         candidate = dataclasses.replace(
             current,
             services=services,
             windows=windows,
-            switches=(*others, *switches),
+            switches=(*others, *switches, *([fail_safe] if fail_safe else [])),
             errors=errors,
             synced=current.synced or synced,
         )

@@ -44,6 +44,16 @@ class SourceKind(enum.StrEnum):
     KUBERNETES = "kubernetes"
 
 
+class FailSafe(enum.StrEnum):
+    """What users get while the Kubernetes state has never been read (no last known state)."""
+
+    SERVE = "serve"
+    """Forward to the app: an API outage must not look like an application outage."""
+    MAINTENANCE = "maintenance"
+    """Show the maintenance page until the state is known (for apps where serving during an
+    announced maintenance would do harm)."""
+
+
 class LocalSourceSettings(SettingsGroup):
     """The cluster-less source: a YAML file in the ServiceChecker's shape, plus probes."""
 
@@ -95,6 +105,9 @@ class KubernetesSourceSettings(SettingsGroup):
     stale_after_s: float = Field(default=60.0, gt=0)
     """A service whose watches have failed this long is marked stale (its last known
     state is still used: an API outage is not an application outage)."""
+    fail_safe: FailSafe = FailSafe.SERVE
+    """The verdict while nothing has been read from the API yet (unreachable at start, RBAC
+    missing); once state was read, the last known state is kept through any outage."""
 
 
 class LeaderElectionSettings(SettingsGroup):

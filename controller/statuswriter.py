@@ -5,18 +5,26 @@ The writer wakes on any change (a watch event or a new snapshot), waits
 desired status (:mod:`controller.statusdoc`) and sends a JSON merge patch to the
 ``/status`` subresource of those whose status differs from what was last written or
 read back.  Failed writes (409 conflicts, 429, 5xx, the API unreachable) are retried
-with capped backoff; a resource that has disappeared (404) is forgotten.  When a
-resource's maintenance turns on or off, a Kubernetes Event is recorded on it.
+with capped backoff, never sooner than a 429's ``Retry-After`` (itself capped at
+``retry_max_s``); every retry recomputes the status from the current state, so a retry
+never writes a state that has already passed (the status would flap back and forth).  A
+resource that has disappeared (404) is forgotten.  When a resource's maintenance turns on
+or off, a Kubernetes Event is recorded on it.
+
+Under leader election every write is fenced by the lease (:class:`WriteLease`): it starts
+only while the lease is held and is abandoned if still in flight at the fence's deadline,
+so an old leader has stopped writing before a new one can start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from controller.checker import Checker
 from controller.kube import EVENTS, SERVICECHECKERS, JsonObject, KubeApi, KubeError
@@ -32,6 +40,15 @@ EVENT_STARTED = "MaintenanceStarted"
 EVENT_ENDED = "MaintenanceEnded"
 
 
+class WriteLease(Protocol):
+    """The write fence of leader election (:class:`controller.leadership.Leadership`)."""
+
+    async def hold(self) -> float:
+        """Wait until this replica may write; return the event loop time by which a write
+        must be over."""
+        ...
+
+
 class StatusWriter:
     def __init__(
         self,
@@ -41,6 +58,7 @@ class StatusWriter:
         api: KubeApi,
         *,
         identity: str,
+        lease: WriteLease | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
@@ -48,6 +66,8 @@ class StatusWriter:
         self.store = store
         self.api = api
         self.identity = identity
+        self.lease = lease
+        """None without leader election (one replica): writes are not fenced."""
         self._clock = clock
         self._written: dict[tuple[str, str], JsonObject] = {}
         self.writes = 0
@@ -108,26 +128,47 @@ class StatusWriter:
         )
 
     async def write_all(self) -> None:
-        for key, obj in sorted(self.source.honoured_objects().items()):
-            desired = self._desired(key, obj)
-            current = obj.get("status") or {}
-            if desired == self._written.get(key) or desired == current:
-                self._written[key] = desired
-                continue
-            await self._write(key, obj, desired)
+        for key in sorted(self.source.honoured_objects()):
+            await self._write(key)
+        honoured = self.source.honoured_objects()
         for key in list(self._written):
-            if key not in self.source.honoured_objects():
+            if key not in honoured:
                 del self._written[key]
 
-    async def _write(self, key: tuple[str, str], obj: JsonObject, desired: JsonObject) -> None:
+    @contextlib.asynccontextmanager
+    async def _fenced(self) -> AsyncIterator[None]:
+        """One write inside the lease: it waits for the lease, and is cancelled (its
+        connection closed; TimeoutError) if still in flight at the lease's deadline."""
+        deadline = None if self.lease is None else await self.lease.hold()
+        async with asyncio.timeout_at(deadline):
+            yield
+
+    async def _write(self, key: tuple[str, str]) -> None:
+        """Bring one resource's status up to date, retrying until it is written."""
         namespace, name = key
         attempt = 0
         while True:
+            # Recomputed on every attempt: what is true now, not when the first one failed.
+            obj = self.source.honoured_objects().get(key)
+            if obj is None:
+                return
+            desired = self._desired(key, obj)
+            before = self._written.get(key) or obj.get("status") or {}
+            if desired == self._written.get(key) or desired == (obj.get("status") or {}):
+                self._written[key] = desired
+                return
             try:
-                await self.api.patch(
-                    SERVICECHECKERS, namespace, name, {"status": desired}, subresource="status"
-                )
+                async with self._fenced():
+                    await self.api.patch(
+                        SERVICECHECKERS, namespace, name, {"status": desired}, subresource="status"
+                    )
                 break
+            except TimeoutError:
+                log.warning(
+                    "status write of ServiceChecker %s/%s abandoned: the lease was not renewed "
+                    "in time",
+                    *key,
+                )
             except KubeError as exc:
                 if exc.status == 404:
                     return
@@ -142,7 +183,6 @@ class StatusWriter:
                 log.warning("status write of ServiceChecker %s/%s failed, retrying: %s", *key, exc)
                 await asyncio.sleep(delay)
         self.writes += 1
-        before = self._written.get(key) or obj.get("status") or {}
         self._written[key] = desired
         was_active = _active(before)
         now_active = _active(desired)
@@ -179,8 +219,13 @@ class StatusWriter:
             "count": 1,
         }
         try:
-            await self.api.create(EVENTS, namespace, event)
+            async with self._fenced():
+                await self.api.create(EVENTS, namespace, event)
             self.events += 1
+        except TimeoutError:
+            log.warning(
+                "Event on ServiceChecker %s/%s abandoned: lease not renewed", namespace, name
+            )
         except KubeError as exc:  # an Event is informational: never block status on it
             log.warning("cannot record an Event on ServiceChecker %s/%s: %s", namespace, name, exc)
 

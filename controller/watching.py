@@ -8,6 +8,11 @@ backoff and try again.  A re-list replaces the whole cache, so an object deleted
 the watch was down disappears too, and no transition is lost: the owner compares the
 new cache with what it published before.
 
+A watch that ends, or expires, at once without delivering anything is what a proxy that
+closes every watch or a server answering 410 to everything looks like: the first such end
+reconnects (or lists) at once, the next ones back off, so it never becomes a hot loop of
+lists against the API server.
+
 A failing reflector keeps its last cache: an API hiccup must never look like an outage.
 The owner reads :attr:`Reflector.failing_since` to mark that state stale after a while.
 """
@@ -74,6 +79,8 @@ class Reflector:
         self.last_error: str | None = None
         self.lists = 0
         """How many lists were made (1 at start, +1 per 410 or failure recovery)."""
+        self.events = 0
+        """How many watch events (bookmarks included) were received."""
 
     @property
     def description(self) -> str:
@@ -82,9 +89,11 @@ class Reflector:
         return f"{self.resource.plural} in {scope}" + (f" ({selectors})" if selectors else "")
 
     async def run(self) -> None:
-        attempt = 0
+        attempt = 0  # failures in a row
+        idle = 0  # watches in a row that ended or expired at once, delivering nothing
         version: str | None = None
         while True:
+            opened, events = self._clock(), self.events
             try:
                 if version is None:
                     version = await self._list()
@@ -102,6 +111,14 @@ class Reflector:
                 delay = self._backoff_s(attempt, exc.retry_after_s)
                 attempt += 1
                 await asyncio.sleep(delay)
+                continue
+            # Longer than the longest backoff, a watch cannot make a hot loop, events or not.
+            if self.events > events or self._clock() - opened >= self.timings.backoff_max_s:
+                idle = 0
+            else:
+                idle += 1
+                if idle > 1:
+                    await asyncio.sleep(self._backoff_s(idle - 2, None))
 
     async def _list(self) -> str:
         listing = await self.api.list(
@@ -130,7 +147,10 @@ class Reflector:
         ):
             self._recovered()
             version = event.resource_version or version
-            if event.type in ("BOOKMARK", CONNECTED):
+            if event.type == CONNECTED:
+                continue
+            self.events += 1
+            if event.type == "BOOKMARK":
                 continue
             key = object_key(event.object)
             if event.type == "DELETED":

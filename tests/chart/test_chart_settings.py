@@ -91,6 +91,7 @@ NON_DEFAULT: JsonObject = {
             "backoff_initial_s": 0.25,
             "backoff_max_s": 10,
             "stale_after_s": 30,
+            "fail_safe": "maintenance",
         },
         "leader_election": {
             "enabled": False,

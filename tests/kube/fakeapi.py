@@ -6,8 +6,9 @@ after compaction, bookmarks, ``timeoutSeconds``, the status subresource, the thr
 formats (strategic merge refused with 415 for custom resources), 409 on stale writes and on
 duplicates, ``Status`` bodies for every error.  Tests break it on purpose through the hooks
 (:meth:`~tests.kube.fake.server.ApiServer.fail_next`, ``drop_next``, ``hold``,
-``end_watches``, ``abort_watches``, ``compact``, ``inject_watch_event``) and observe it through
-``requests``, ``wait_for_request``, ``wait_for_watch`` and ``wait_until``.
+``end_watches``, ``abort_watches``, ``compact``, ``inject_watch_event``, ``go_offline``) and
+observe it through ``requests`` and ``answers`` (with the loop time of each), ``wait_for_request``,
+``wait_for_watch`` and ``wait_until``.
 
 Typical use (or take the ``fake_kube`` and ``kube_client`` fixtures from the conftest)::
 
@@ -46,7 +47,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from tests.kube.fake.errors import ApiError, status_body
-from tests.kube.fake.faults import Fault, Gate, Matcher, RecordedRequest
+from tests.kube.fake.faults import Answer, Fault, Gate, Matcher, RecordedRequest
 from tests.kube.fake.patching import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from tests.kube.fake.resources import DEFAULT_RESOURCES, ResourceType
 from tests.kube.fake.server import ApiServer
@@ -54,6 +55,7 @@ from tests.kube.fake.watching import OpenWatch
 
 __all__ = [
     "DEFAULT_RESOURCES",
+    "Answer",
     "ApiError",
     "FakeKubeAPI",
     "Fault",

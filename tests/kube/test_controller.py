@@ -8,126 +8,29 @@ the proxy sees and what the controller wrote back to the API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from controller.snapshot import ServiceReason
-from controller.store import State
-from tests.conftest import ProxyFactory, RunningProxy
+from tests.conftest import ProxyFactory
+from tests.kube.clusters import (
+    FAST_ELECTION,
+    NS,
+    ClusterFactory,
+    checker,
+    cluster_factory,
+    create_critical_api,
+    endpoint_slice,
+    maintenance_off,
+    maintenance_on,
+    service,
+)
 from tests.kube.fakeapi import FakeKubeAPI
 from tests.test_process import run_cli
-
-NS = "shop"
-CHECKERS = "/apis/maintenance.mamrezb.com/v1alpha1/namespaces/shop/servicecheckers"
-
-
-def checker(name: str = "shop", *, services: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    spec.setdefault("enterDelaySeconds", 0)
-    spec.setdefault("exitDelaySeconds", 0)
-    return {
-        "apiVersion": "maintenance.mamrezb.com/v1alpha1",
-        "kind": "ServiceChecker",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"services": services, **spec},
-    }
-
-
-def service(name: str, namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80}]},
-    }
-
-
-def endpoint_slice(
-    service_name: str,
-    *,
-    ready: int,
-    not_ready: int = 0,
-    terminating: int = 0,
-    namespace: str = NS,
-    suffix: str = "a",
-    first_pod: int = 0,
-) -> dict[str, Any]:
-    endpoints = []
-    pod = first_pod
-    for count, conditions in (
-        (ready, {"ready": True}),
-        (not_ready, {"ready": False}),
-        (terminating, {"ready": True, "terminating": True}),
-    ):
-        for _ in range(count):
-            endpoints.append(
-                {
-                    "addresses": [f"10.0.0.{pod}"],
-                    "conditions": conditions,
-                    "targetRef": {"kind": "Pod", "name": f"p{pod}", "uid": f"uid-{pod}"},
-                }
-            )
-            pod += 1
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-{suffix}",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-    }
-
-
-def create_critical_api(fake: FakeKubeAPI) -> None:
-    """The usual picture: one ServiceChecker naming one critical service, ready 1/1."""
-    fake.create(checker(services=[{"name": "api", "critical": True}]))
-    fake.create(service("api"))
-    fake.create(endpoint_slice("api", ready=1))
-
-
-@dataclass
-class Cluster:
-    fake: FakeKubeAPI
-    proxy: RunningProxy
-
-    async def wait_for(self, predicate: Any, *, timeout_s: float = 5) -> State:
-        return await self.proxy.wait_for(predicate, timeout_s=timeout_s)
-
-    async def status_of(self, name: str = "shop") -> dict[str, Any]:
-        obj = self.fake.get("servicecheckers", NS, name)
-        assert obj is not None
-        return dict(obj.get("status") or {})
-
-    async def wait_for_status(self, predicate: Any, name: str = "shop") -> dict[str, Any]:
-        def check() -> bool:
-            obj = self.fake.get("servicecheckers", NS, name)
-            return obj is not None and bool(predicate(obj.get("status") or {}))
-
-        await self.fake.wait_until(check)
-        return await self.status_of(name)
-
-    async def get(self, path: str = "/") -> aiohttp.ClientResponse:
-        response = await self.proxy.session.get(
-            f"{self.proxy.public_url}{path}", headers={"Accept": "application/json"}
-        )
-        await response.read()
-        return response
-
-
-def maintenance_on(state: State) -> bool:
-    return state.maintenance.active
-
-
-def maintenance_off(state: State) -> bool:
-    return state.snapshot.synced and not state.maintenance.active
 
 
 @pytest.fixture
@@ -136,30 +39,11 @@ async def fake() -> AsyncIterator[FakeKubeAPI]:
         yield server
 
 
-ClusterFactory = Any
-
-
 @pytest.fixture
 async def start_cluster(
     fake: FakeKubeAPI, start_proxy: ProxyFactory, upstream: TestServer
 ) -> ClusterFactory:
-    async def start(env: Mapping[str, str] | None = None) -> Cluster:
-        settings = {
-            "MWM_SOURCE__KIND": "kubernetes",
-            "MWM_SOURCE__KUBERNETES__API_URL": fake.url,
-            "MWM_SOURCE__KUBERNETES__NAMESPACE": NS,
-            "MWM_SOURCE__KUBERNETES__BACKOFF_INITIAL_S": "0.01",
-            "MWM_SOURCE__KUBERNETES__BACKOFF_MAX_S": "0.05",
-            "MWM_SOURCE__LEADER_ELECTION__ENABLED": "false",
-            "MWM_SOURCE__STATUS__COALESCE_S": "0",
-            "MWM_SOURCE__STATUS__RETRY_INITIAL_S": "0.01",
-            "MWM_SOURCE__STATUS__RETRY_MAX_S": "0.05",
-            **(env or {}),
-        }
-        proxy = await start_proxy(settings)
-        return Cluster(fake=fake, proxy=proxy)
-
-    return start
+    return cluster_factory(fake, start_proxy)
 
 
 async def test_seed_servicechecker_is_accepted_and_its_status_keeps_the_seed_shape(
@@ -614,12 +498,7 @@ async def test_only_the_leader_writes_and_a_follower_takes_over(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
     fake.create(checker(services=[], maintenance={"enabled": False}))
-    election = {
-        "MWM_SOURCE__LEADER_ELECTION__ENABLED": "true",
-        "MWM_SOURCE__LEADER_ELECTION__LEASE_DURATION_S": "2",
-        "MWM_SOURCE__LEADER_ELECTION__RENEW_DEADLINE_S": "1.5",
-        "MWM_SOURCE__LEADER_ELECTION__RETRY_PERIOD_S": "1",
-    }
+    election = FAST_ELECTION
     first = await start_cluster({**election, "MWM_SOURCE__LEADER_ELECTION__IDENTITY": "first"})
     first_cluster = first.proxy.runtime.cluster
     assert first_cluster is not None

@@ -890,6 +890,43 @@ async def test_dropped_connection_surfaces_as_a_client_error(
     assert created.metadata.name == "web"
 
 
+async def test_answers_log_what_was_sent_and_what_the_client_abandoned(
+    fake_kube: FakeKubeAPI, core: client.CoreV1Api
+) -> None:
+    fake_kube.fail_next(method="POST", status=503)
+    with pytest.raises(ApiException):
+        await core.create_namespaced_service("default", service("web"))
+    gate = fake_kube.hold(method="POST", path=r"/services$")
+    create = asyncio.create_task(core.create_namespaced_service("default", service("web")))
+    await gate.arrived.wait()
+    create.cancel()  # the client gives up: its connection closes while the request is held
+    await fake_kube.wait_until(lambda: len(fake_kube.answers) == 2)
+    gate.set()
+
+    failed, abandoned = fake_kube.answers
+    assert (failed.status, failed.accepted) == (503, False)
+    assert (abandoned.status, abandoned.accepted) == (None, False)
+    assert abandoned.request is gate.held[0]
+    assert failed.request.received_at <= failed.at <= abandoned.request.received_at
+    assert fake_kube.get("services", "default", "web") is None
+
+
+async def test_offline_server_refuses_connections_until_it_is_back_on_the_same_url(
+    fake_kube: FakeKubeAPI, core: client.CoreV1Api
+) -> None:
+    fake_kube.create(service("web"))
+    await core.read_namespaced_service("web", "default")  # a kept-alive connection exists
+    await fake_kube.go_offline()
+
+    for _ in range(2):  # the kept-alive connection is cut, then new ones are refused
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await core.read_namespaced_service("web", "default")
+    await fake_kube.go_online()
+
+    read = await core.read_namespaced_service("web", "default")
+    assert read.metadata.name == "web"
+
+
 # -- leader election ---------------------------------------------------------------------------
 
 

@@ -2,6 +2,10 @@
 
 A rule matches on the HTTP method, a regular expression searched in the path, and optionally
 any predicate over the recorded request; it fires a given number of times (``None``: forever).
+
+Every request is logged when it arrives (:class:`RecordedRequest`) and again when it is over
+(:class:`Answer`): the order of answers is the order in which the server accepted writes, and
+a request whose client went away before the answer is logged as never answered.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ class RecordedRequest:
     """The parsed JSON body, or None when empty or not JSON (see ``raw_body``)."""
     raw_body: bytes
     headers: Mapping[str, str]
+    received_at: float = 0.0
+    """The event loop's clock when the request arrived (to check waits without sleeping)."""
+
+    @property
+    def user_agent(self) -> str:
+        return self.headers.get("User-Agent", "")
 
     @property
     def is_watch(self) -> bool:
@@ -30,6 +40,22 @@ class RecordedRequest:
 
 
 RequestPredicate = Callable[[RecordedRequest], bool]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one logged request ended."""
+
+    request: RecordedRequest
+    status: int | None
+    """The HTTP status sent (0: the connection was dropped on purpose); None when the client
+    went away first, so nothing was applied (a held write abandoned by its client, say)."""
+    at: float
+    """The event loop's clock when the request was over."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 @dataclass(frozen=True)

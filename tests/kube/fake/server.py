@@ -3,7 +3,9 @@
 One catch-all route parses Kubernetes paths itself (:mod:`~tests.kube.fake.routing`), so the
 resource table alone decides what exists.  Every request is logged, then may be held by a
 :class:`~tests.kube.fake.faults.Gate`, failed or dropped by a
-:class:`~tests.kube.fake.faults.Fault`, and only then served.
+:class:`~tests.kube.fake.faults.Fault`, and only then served; how it ended is logged too
+(:attr:`ApiServer.answers`).  :meth:`ApiServer.go_offline` makes the server unreachable (new
+connections refused, open ones cut) until :meth:`ApiServer.go_online`.
 
 The server runs with ``handler_cancellation=True``: a client that goes away cancels its watch
 handler, which unsubscribes it, as a real server's watch ends with its connection.
@@ -21,7 +23,14 @@ from aiohttp import web
 from tests.kube.fake import errors
 from tests.kube.fake.discovery import discovery_document
 from tests.kube.fake.errors import ApiError
-from tests.kube.fake.faults import Fault, Gate, Matcher, RecordedRequest, RequestPredicate
+from tests.kube.fake.faults import (
+    Answer,
+    Fault,
+    Gate,
+    Matcher,
+    RecordedRequest,
+    RequestPredicate,
+)
 from tests.kube.fake.listing import delete_collection, list_response
 from tests.kube.fake.resources import DEFAULT_RESOURCES, ResourceTable, ResourceType
 from tests.kube.fake.routing import parse_route
@@ -48,6 +57,11 @@ class ApiServer:
         )
         self.requests: list[RecordedRequest] = []
         """Every request received, in order (logged before faults apply)."""
+        self.answers: list[Answer] = []
+        """How each request ended, in the order they ended (writes: the order applied)."""
+        self._offline = False
+        self._site: web.TCPSite | None = None
+        self._port = 0
         self._faults: list[Fault] = []
         self._gates: list[Gate] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -86,7 +100,9 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
+        self._site = site
         host, port = self._runner.addresses[0][:2]
+        self._port = int(port)
         self._url = f"http://{host}:{port}"
 
     async def close(self) -> None:
@@ -169,6 +185,25 @@ class ApiServer:
         for gate in self._gates:
             gate.set()
         self._gates.clear()
+
+    async def go_offline(self) -> None:
+        """Become unreachable: stop listening (connections are refused), cut open watches, and
+        drop whatever arrives on connections that were already open."""
+        self._offline = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        self.hub.end(None, abort=True)
+
+    async def go_online(self) -> None:
+        """Listen again, on the same port, and serve as before."""
+        assert self._runner is not None, "the fake API server is not started"
+        self._offline = False
+        if self._site is None:
+            site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+            await site.start()
+            self._site = site
+        self._notify()
 
     def _resource(self, resource: str | ResourceType | None) -> ResourceType | None:
         return None if resource is None else self.table.resolve(resource)
@@ -271,9 +306,25 @@ class ApiServer:
             body=_parse_json(raw_body),
             raw_body=raw_body,
             headers=dict(request.headers),
+            received_at=asyncio.get_running_loop().time(),
         )
         self.requests.append(record)
         self._notify()
+        try:
+            response = await self._respond(request, record)
+        except asyncio.CancelledError:  # the client went away (handler_cancellation)
+            self._answered(record, None)
+            raise
+        self._answered(record, response.status)
+        return response
+
+    def _answered(self, record: RecordedRequest, status: int | None) -> None:
+        self.answers.append(Answer(record, status, asyncio.get_running_loop().time()))
+        self._notify()
+
+    async def _respond(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
+        if self._offline:
+            return self._drop(request)
         for gate in list(self._gates):
             if gate.take(record):
                 await gate.wait()
@@ -293,7 +344,8 @@ class ApiServer:
     def _drop(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
-        return web.Response()  # never reaches the client: the connection is gone
+        # Never reaches the client (the connection is gone); logged as status 0.
+        return web.Response(status=0)
 
     async def _serve(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         discovery = discovery_document(self.table, request.path)
