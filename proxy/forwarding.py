@@ -28,6 +28,14 @@ chose, then two pumps copy text, binary, ping and pong frames until either side 
 its close code and reason are passed to the other side.  A side that vanishes without a
 close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.
 
+A request body over ``max_body_bytes`` is refused with 413 (from ``on_error``): at once
+when its ``Content-Length`` says so, before the upstream is contacted; a chunked one as
+soon as it grows past the limit, by failing the upstream request mid-body, so the
+upstream sees a truncated chunked body and a closed connection, never a complete request.
+``Expect: 100-continue`` is answered here, once the length is known to be acceptable (the
+header is not forwarded: the upstream would otherwise wait for a body the client is
+holding back until it hears 100).
+
 aiohttp's one silent retry of idempotent requests on a dropped connection is switched
 off (as aiohttp's own test client does): a proxy should not double the load on an
 upstream that is failing, and a retry would send a streamed body that is already gone.
@@ -38,11 +46,11 @@ pooled connection is not reused just as the upstream closes it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final, Protocol
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import HttpVersion11, WSMsgType, web
 from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -53,7 +61,7 @@ from proxy.pages import SERVER
 from proxy.settings import UpstreamSettings
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
-"""Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
+"""Builds the page for a failed forward: ``(request, 413 | 502 | 504, reason) -> response``."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
@@ -90,6 +98,8 @@ _SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Cont
 # Shared caches (and CDNs, which obey these over Cache-Control) must not keep them.
 _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 _RELAYED_FRAMES: Final = frozenset(
     {WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG}
 )
@@ -109,6 +119,7 @@ class Forwarder:
 
     __slots__ = (
         "_base",
+        "_max_body_bytes",
         "_max_message_bytes",
         "_on_error",
         "_request_drop",
@@ -119,11 +130,18 @@ class Forwarder:
     )
 
     def __init__(
-        self, settings: UpstreamSettings, *, trusted_hops: int, on_error: ErrorResponder
+        self,
+        settings: UpstreamSettings,
+        *,
+        trusted_hops: int,
+        on_error: ErrorResponder,
+        max_body_bytes: int = 0,
     ) -> None:
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
+        self._max_body_bytes = max_body_bytes
+        """0: no limit."""
         self._max_message_bytes = settings.websocket_max_message_bytes
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
@@ -179,19 +197,31 @@ class Forwarder:
             # A malformed handshake is forwarded as plain HTTP, without its Upgrade.
             if web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
                 return await self._forward_websocket(request, session, url, offered)
+        body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            body = request.content
+            limit = self._max_body_bytes
+            if limit:
+                length = request.content_length
+                if length is None:
+                    body = _limited(body, limit)
+                elif length > limit:
+                    return self._body_too_large(request)
+            if request.version >= HttpVersion11 and _expects_continue(request):
+                await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
         try:
             upstream = await session.request(
                 request.method,
                 url,
                 headers=headers,
-                data=request.content if request.body_exists else None,
+                data=body,
                 allow_redirects=False,
             )
         except TimeoutError as exc:
             return self._on_error(request, 504, self._timeout_reason(exc))
         except aiohttp.ClientError as exc:
-            return self._on_error(request, 502, _failure_reason(exc))
+            return self._failed(request, exc)
         try:
             return await self._relay_response(request, upstream, private=private)
         finally:
@@ -237,7 +267,7 @@ class Forwarder:
             except TimeoutError as exc:
                 return self._on_error(request, 504, self._timeout_reason(exc))
             except aiohttp.ClientError as exc:
-                return self._on_error(request, 502, _failure_reason(exc))
+                return self._failed(request, exc)
             whole = web.Response(
                 status=upstream.status, reason=upstream.reason, headers=headers, body=body
             )
@@ -263,6 +293,23 @@ class Forwarder:
             transport = request.transport
             if transport is not None:
                 transport.close()
+        return response
+
+    def _failed(self, request: web.BaseRequest, exc: aiohttp.ClientError) -> web.StreamResponse:
+        """502 for a broken exchange, unless it broke because the body was cut (413)."""
+        if isinstance(exc.__cause__, BodyTooLarge):
+            return self._body_too_large(request)
+        return self._on_error(request, 502, _failure_reason(exc))
+
+    def _body_too_large(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = self._on_error(
+            request,
+            413,
+            f"The request body is larger than the {_size(self._max_body_bytes)} this site accepts.",
+        )
+        # The rest of the body is read and dropped for a while (aiohttp's lingering close,
+        # so the client sees this answer rather than a reset); the connection is not reused.
+        response.force_close()
         return response
 
     def _timeout_reason(self, exc: TimeoutError) -> str:
@@ -390,6 +437,36 @@ class _WebSocketRelay:
             else:  # CLOSED or ERROR: the source connection is gone
                 await sink.close(code=source_lost)
             return
+
+
+class BodyTooLarge(Exception):
+    """A chunked request body grew past ``max_body_bytes`` while being forwarded."""
+
+
+async def _limited(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """``content`` as it arrives, failing once more than ``limit`` bytes have come.
+
+    Raising inside the body makes aiohttp abandon the upstream request without the final
+    empty chunk and close that connection."""
+    received = 0
+    async for chunk in content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge
+        yield chunk
+
+
+def _expects_continue(request: web.BaseRequest) -> bool:
+    expect = request.headers.get("Expect")
+    return expect is not None and expect.lower() == "100-continue"
+
+
+def _size(count: int) -> str:
+    """``10 MiB``, ``64 KiB`` or ``1000 bytes``: the unit that states ``count`` exactly."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _offered_protocols(request: web.BaseRequest) -> list[str]:
