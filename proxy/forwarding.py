@@ -140,8 +140,7 @@ class Forwarder:
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
-        self._max_body_bytes = max_body_bytes
-        """0: no limit."""
+        self._max_body_bytes = max_body_bytes  # 0: no limit
         self._max_message_bytes = settings.websocket_max_message_bytes
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.

@@ -25,6 +25,7 @@ closed, never by sleeping, and elapsed times are only checked against generous b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import time
@@ -430,7 +431,10 @@ async def test_a_client_dribbling_its_head_is_cut_after_the_header_timeout_while
         writer.close()
     elapsed = time.monotonic() - started
 
-    assert await asyncio.wait_for(closed, 10) == b""  # closed without an answer
+    # Closed without an answer: an end of stream, or a reset when the proxy closed with a
+    # dribbled byte still unread (the kernel then answers with RST).
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(closed, 10) == b""
     assert SHORT_S <= elapsed < SHORT_S + SLACK_S
     assert served > 0
     assert "mwm_header_timeouts_total 1" in await metrics(proxy)
