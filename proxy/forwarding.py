@@ -31,7 +31,10 @@ close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other
 A request body over ``max_body_bytes`` is refused with 413 (from ``on_error``): at once
 when its ``Content-Length`` says so, before the upstream is contacted; a chunked one as
 soon as it grows past the limit, by failing the upstream request mid-body, so the
-upstream sees a truncated chunked body and a closed connection, never a complete request.
+upstream sees a truncated body and a closed connection, never a complete request.  A
+body that stops arriving for ``body_timeout_s`` is cut the same way, with 408: a stalled
+upload would otherwise hold one of the pool's upstream connections for good, and enough
+of them would leave every other request waiting for one.
 ``Expect: 100-continue`` is answered here, once the length is known to be acceptable (the
 header is not forwarded: the upstream would otherwise wait for a body the client is
 holding back until it hears 100).
@@ -61,7 +64,8 @@ from proxy.pages import SERVER
 from proxy.settings import UpstreamSettings
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
-"""Builds the page for a failed forward: ``(request, 413 | 502 | 504, reason) -> response``."""
+"""Builds the page for a failed forward: ``(request, status, reason) -> response``, with
+408 or 413 for a refused request body, 502 or 504 for an upstream failure."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
@@ -119,6 +123,7 @@ class Forwarder:
 
     __slots__ = (
         "_base",
+        "_body_timeout_s",
         "_max_body_bytes",
         "_max_message_bytes",
         "_on_error",
@@ -136,11 +141,13 @@ class Forwarder:
         trusted_hops: int,
         on_error: ErrorResponder,
         max_body_bytes: int = 0,
+        body_timeout_s: float | None = None,
     ) -> None:
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
         self._max_body_bytes = max_body_bytes  # 0: no limit
+        self._body_timeout_s = body_timeout_s  # None: no limit
         self._max_message_bytes = settings.websocket_max_message_bytes
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
@@ -199,13 +206,12 @@ class Forwarder:
         body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
         if request.body_exists:
             body = request.content
-            limit = self._max_body_bytes
-            if limit:
-                length = request.content_length
-                if length is None:
-                    body = _limited(body, limit)
-                elif length > limit:
-                    return self._body_too_large(request)
+            limit, silence_s = self._max_body_bytes, self._body_timeout_s
+            length = request.content_length
+            if limit and length is not None and length > limit:
+                return self._body_too_large(request)
+            if silence_s is not None or (limit and length is None):
+                body = _guarded(body, limit=limit, silence_s=silence_s)
             if request.version >= HttpVersion11 and _expects_continue(request):
                 await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
@@ -295,9 +301,17 @@ class Forwarder:
         return response
 
     def _failed(self, request: web.BaseRequest, exc: aiohttp.ClientError) -> web.StreamResponse:
-        """502 for a broken exchange, unless it broke because the body was cut (413)."""
+        """502 for a broken exchange, unless it broke because the body was cut (413, 408)."""
         if isinstance(exc.__cause__, BodyTooLarge):
             return self._body_too_large(request)
+        if isinstance(exc.__cause__, BodyStalled):
+            response = self._on_error(
+                request,
+                408,
+                f"The request body stopped arriving for {self._body_timeout_s:g} s.",
+            )
+            response.force_close()
+            return response
         return self._on_error(request, 502, _failure_reason(exc))
 
     def _body_too_large(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -442,15 +456,31 @@ class BodyTooLarge(Exception):
     """A chunked request body grew past ``max_body_bytes`` while being forwarded."""
 
 
-async def _limited(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """``content`` as it arrives, failing once more than ``limit`` bytes have come.
+class BodyStalled(Exception):
+    """No byte of the request body came for ``body_timeout_s``.
 
-    Raising inside the body makes aiohttp abandon the upstream request without the final
-    empty chunk and close that connection."""
+    Not a :class:`TimeoutError`: aiohttp would report that as the upstream's timeout."""
+
+
+async def _guarded(
+    content: aiohttp.StreamReader, *, limit: int, silence_s: float | None
+) -> AsyncIterator[bytes]:
+    """``content`` as it arrives, failing once more than ``limit`` bytes have come (0: no
+    limit) or when nothing has come for ``silence_s`` (None: no limit).
+
+    Raising inside the body makes aiohttp abandon the upstream request without sending the
+    rest (for a chunked body, the final empty chunk) and close that connection."""
     received = 0
-    async for chunk in content.iter_any():
+    while True:
+        try:
+            async with asyncio.timeout(silence_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyStalled from None
+        if not chunk:
+            return
         received += len(chunk)
-        if received > limit:
+        if limit and received > limit:
             raise BodyTooLarge
         yield chunk
 

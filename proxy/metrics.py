@@ -18,7 +18,7 @@ _HELP = {
     "mwm_upstream_errors_total": ("counter", "Upstream failures answered with 502/504."),
     "mwm_requests_rejected_total": (
         "counter",
-        "Requests refused for exceeding a limit: 413 body, 414 URL, 431 headers.",
+        "Requests refused for exceeding a limit: 408 stalled body, 413 body, 414 URL, 431 headers.",
     ),
     "mwm_header_timeouts_total": (
         "counter",
@@ -38,7 +38,7 @@ class Metrics:
     bypasses: Counter[str] = field(default_factory=Counter)
     upstream_errors: Counter[int] = field(default_factory=Counter)
     rejected: Counter[int] = field(default_factory=Counter)
-    """Keyed by status: 413, 414, 431."""
+    """Keyed by status: 408, 413, 414, 431."""
     header_timeouts: int = 0
     cookies_issued: int = 0
 

@@ -1,4 +1,4 @@
-"""The 503 maintenance page and the error pages (502/504, 413/414/431), rendered ahead of time.
+"""The 503 maintenance page and the error pages (502/504, 408/413/414/431), rendered ahead of time.
 
 A page depends only on the state and the format, so it is rendered once per state
 generation and format and kept; a blocked request costs a dict lookup.  Pages are plain
@@ -35,10 +35,10 @@ Template context of ``maintenance.{html,json,txt}``:
 ``refresh_s``      ``PageSettings.refresh_s`` or None.
 
 Template context of ``error.{html,json,txt}``: ``status`` (502 or 504 when the upstream
-failed; 413, 414 or 431 when the request was over a limit), ``title`` (the status phrase:
-"Bad Gateway", "Request Header Fields Too Large"), ``reason``, ``temporary`` (True for
-the 5xx, which a retry may cure; False for a refused request, which would be refused
-again), ``contact``, ``contact_url``.
+failed; 408, 413, 414 or 431 when the request was refused), ``title`` (the status
+phrase: "Bad Gateway", "Request Header Fields Too Large"), ``reason``, ``temporary``
+(True when a retry may cure it: the 5xx and 408; False for a request that would be
+refused again), ``contact``, ``contact_url``.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ class PageRenderer:
         return page  # an older generation (a late reader) is served but not kept
 
     def error_page(self, status: int, reason: str, fmt: PageFormat) -> RenderedPage:
-        """A 502/504 page when the upstream is unreachable or too slow, or a 413/414/431
-        page for a request over a limit."""
+        """A 502/504 page when the upstream is unreachable or too slow, or a 408/413/414/431
+        page for a refused request."""
         key = (status, reason, fmt)
         page = self._errors.get(key)
         if page is not None:
@@ -213,7 +213,7 @@ class PageRenderer:
             "status": status,
             "title": _status_phrase(status),
             "reason": reason,
-            "temporary": status >= 500,
+            "temporary": status >= 500 or status == 408,
             "contact": self._settings.contact,
             "contact_url": self._contact_url,
         }

@@ -115,7 +115,7 @@ class Runtime:
             metrics = self.services.metrics
             if status >= 500:
                 metrics.upstream_errors[status] += 1
-            else:  # 413: the request was refused, the upstream did nothing wrong
+            else:  # 408, 413: the request was refused, the upstream did nothing wrong
                 metrics.rejected[status] += 1
             fmt = negotiate(request.headers.get("Accept"))
             return page_response(self.renderer.error_page(status, reason, fmt))
@@ -125,6 +125,7 @@ class Runtime:
             trusted_hops=settings.forwarded.trusted_hops,
             on_error=on_upstream_error,
             max_body_bytes=settings.limits.max_body_bytes,
+            body_timeout_s=settings.limits.body_timeout_s,
         )
         services = self.services = Services(
             settings=settings,

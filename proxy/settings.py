@@ -138,6 +138,11 @@ class LimitSettings(SettingsGroup):
     max_header_count: int = Field(default=128, ge=1)
     """Most header fields in a request; more gets 431.  Browsers send about 20.  With
     ``max_header_field_bytes`` this bounds the memory one request head can take."""
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest silence while a request body is arriving; the request is then cut (408, and
+    the upstream request aborted).  Bodies stream to the upstream as they arrive, so a
+    stalled upload holds an upstream connection: without this, enough of them would take
+    the whole pool.  nginx's ``client_body_timeout``."""
     header_timeout_s: float = Field(default=20.0, gt=0)
     """A request head must arrive complete within this time, counted from the connection's
     start or from the first byte of a later request; the connection is closed otherwise

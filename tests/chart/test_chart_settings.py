@@ -50,6 +50,7 @@ NON_DEFAULT: JsonObject = {
         "max_request_line_bytes": 4096,
         "max_header_field_bytes": 32768,
         "max_header_count": 64,
+        "body_timeout_s": 30,
         "header_timeout_s": 12.5,
         "keepalive_timeout_s": 650,
     },

@@ -4,6 +4,8 @@
   once when its ``Content-Length`` says so (nothing reaches the upstream, not even with
   ``Expect: 100-continue``); a chunked body is cut as it grows past the limit, and the
   upstream never sees a complete request.  Bodies at the limit pass whole.
+- A body that stops arriving for ``BODY_TIMEOUT_S`` is cut with 408, and the upstream
+  connection it held is freed (the upstream never sees a complete request).
 - ``Expect: 100-continue`` is answered by the proxy, so such uploads do not hang.
 - A compressed request body is forwarded byte for byte (never inflated), and the limit
   counts the bytes on the wire.
@@ -13,8 +15,8 @@
 - A client that dribbles its request head is cut after ``HEADER_TIMEOUT_S`` however
   steadily it dribbles, while other clients are served; a connection that sends nothing
   is cut after the same time; an idle keep-alive connection after ``KEEPALIVE_TIMEOUT_S``.
-- Neither timeout cuts a request in progress: a slow body or a slow upstream outlasting
-  both is served.
+- Neither the header nor the keep-alive timeout cuts a request in progress: a slow body
+  or a slow upstream outlasting both is served.
 
 The upstream here is a raw TCP server that records every byte it receives, so "nothing
 reached the upstream" and "the upstream never saw a complete body" are checked on the
@@ -280,6 +282,37 @@ async def test_a_body_exactly_at_the_limit_passes_whole(
         assert received == b"b" * LIMIT_BYTES
 
 
+async def test_a_body_that_stops_arriving_is_cut_with_408_and_frees_the_upstream_connection(
+    start_proxy: ProxyFactory, raw_upstream: RawUpstream
+) -> None:
+    # One upstream connection in the pool: a stalled upload holding it would starve everyone.
+    proxy = await start(
+        start_proxy,
+        raw_upstream,
+        {"MWM_LIMITS__BODY_TIMEOUT_S": str(SHORT_S), "MWM_UPSTREAM__POOL_SIZE": "1"},
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    try:
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\n" + b"b" * 10
+        )
+        await asyncio.wait_for(raw_upstream.arrived.wait(), 10)
+        started = time.monotonic()
+        answer = await read_answer(reader)  # and then nothing more is sent
+        elapsed = time.monotonic() - started
+    finally:
+        writer.close()
+
+    assert answer.status == 408
+    assert "stopped arriving" in answer.body.decode()
+    assert answer.headers["connection"] == "close"
+    assert SHORT_S <= elapsed < SHORT_S + SLACK_S
+    await asyncio.wait_for(raw_upstream.ended.wait(), 10)  # the upstream request was aborted
+    assert raw_upstream.requests == []
+    await _healthy_request(proxy)  # the pool's one connection is free again
+    assert 'mwm_requests_rejected_total{status="408"} 1' in await metrics(proxy)
+
+
 async def test_expect_100_continue_over_the_limit_gets_413_before_the_body_is_sent(
     start_proxy: ProxyFactory, raw_upstream: RawUpstream
 ) -> None:
@@ -484,7 +517,7 @@ async def _outlast_the_header_timeout(proxy: RunningProxy) -> None:
         writer.close()
 
 
-async def test_neither_timeout_cuts_a_slow_body_or_a_slow_upstream(
+async def test_the_header_and_keepalive_timeouts_never_cut_a_slow_body_or_a_slow_upstream(
     start_proxy: ProxyFactory, raw_upstream: RawUpstream
 ) -> None:
     proxy = await start(
