@@ -28,6 +28,17 @@ chose, then two pumps copy text, binary, ping and pong frames until either side 
 its close code and reason are passed to the other side.  A side that vanishes without a
 close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.
 
+A request body over ``max_body_bytes`` is refused with 413 (from ``on_error``): at once
+when its ``Content-Length`` says so, before the upstream is contacted; a chunked one as
+soon as it grows past the limit, by failing the upstream request mid-body, so the
+upstream sees a truncated body and a closed connection, never a complete request.  A
+body that stops arriving for ``body_timeout_s`` is cut the same way, with 408: a stalled
+upload would otherwise hold one of the pool's upstream connections for good, and enough
+of them would leave every other request waiting for one.
+``Expect: 100-continue`` is answered here, once the length is known to be acceptable (the
+header is not forwarded: the upstream would otherwise wait for a body the client is
+holding back until it hears 100).
+
 aiohttp's one silent retry of idempotent requests on a dropped connection is switched
 off (as aiohttp's own test client does): a proxy should not double the load on an
 upstream that is failing, and a retry would send a streamed body that is already gone.
@@ -38,12 +49,12 @@ pooled connection is not reused just as the upstream closes it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Final, Protocol
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import HttpVersion11, WSMsgType, web
 from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -55,7 +66,8 @@ from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import UpstreamSettings
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
-"""Builds the page for a failed forward: ``(request, 502 | 504, reason) -> response``."""
+"""Builds the page for a failed forward: ``(request, status, reason) -> response``, with
+408 or 413 for a refused request body, 502 or 504 for an upstream failure."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
@@ -92,6 +104,8 @@ _SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Cont
 # Shared caches (and CDNs, which obey these over Cache-Control) must not keep them.
 _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 _RELAYED_FRAMES: Final = frozenset(
     {WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG}
 )
@@ -111,6 +125,8 @@ class Forwarder:
 
     __slots__ = (
         "_base",
+        "_body_timeout_s",
+        "_max_body_bytes",
         "_max_message_bytes",
         "_on_error",
         "_request_drop",
@@ -121,11 +137,19 @@ class Forwarder:
     )
 
     def __init__(
-        self, settings: UpstreamSettings, *, trusted_hops: int, on_error: ErrorResponder
+        self,
+        settings: UpstreamSettings,
+        *,
+        trusted_hops: int,
+        on_error: ErrorResponder,
+        max_body_bytes: int = 0,
+        body_timeout_s: float | None = None,
     ) -> None:
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
+        self._max_body_bytes = max_body_bytes  # 0: no limit
+        self._body_timeout_s = body_timeout_s  # None: no limit
         self._max_message_bytes = settings.websocket_max_message_bytes
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
@@ -181,19 +205,30 @@ class Forwarder:
             # A malformed handshake is forwarded as plain HTTP, without its Upgrade.
             if web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
                 return await self._forward_websocket(request, session, url, offered)
+        body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            body = request.content
+            limit, silence_s = self._max_body_bytes, self._body_timeout_s
+            length = request.content_length
+            if limit and length is not None and length > limit:
+                return self._body_too_large(request)
+            if silence_s is not None or (limit and length is None):
+                body = _guarded(body, limit=limit, silence_s=silence_s)
+            if request.version >= HttpVersion11 and _expects_continue(request):
+                await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
         try:
             upstream = await session.request(
                 request.method,
                 url,
                 headers=headers,
-                data=request.content if request.body_exists else None,
+                data=body,
                 allow_redirects=False,
             )
         except TimeoutError as exc:
             return self._on_error(request, 504, self._timeout_reason(exc))
         except aiohttp.ClientError as exc:
-            return self._on_error(request, 502, _failure_reason(exc))
+            return self._failed(request, exc)
         try:
             return await self._relay_response(request, upstream, private=private)
         finally:
@@ -239,7 +274,7 @@ class Forwarder:
             except TimeoutError as exc:
                 return self._on_error(request, 504, self._timeout_reason(exc))
             except aiohttp.ClientError as exc:
-                return self._on_error(request, 502, _failure_reason(exc))
+                return self._failed(request, exc)
             if not private and fits(request):
                 prebuilt = _prebuilt(upstream, headers, body)
                 if prebuilt is not None:
@@ -269,6 +304,31 @@ class Forwarder:
             transport = request.transport
             if transport is not None:
                 transport.close()
+        return response
+
+    def _failed(self, request: web.BaseRequest, exc: aiohttp.ClientError) -> web.StreamResponse:
+        """502 for a broken exchange, unless it broke because the body was cut (413, 408)."""
+        if isinstance(exc.__cause__, BodyTooLarge):
+            return self._body_too_large(request)
+        if isinstance(exc.__cause__, BodyStalled):
+            response = self._on_error(
+                request,
+                408,
+                f"The request body stopped arriving for {self._body_timeout_s:g} s.",
+            )
+            response.force_close()
+            return response
+        return self._on_error(request, 502, _failure_reason(exc))
+
+    def _body_too_large(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = self._on_error(
+            request,
+            413,
+            f"The request body is larger than the {_size(self._max_body_bytes)} this site accepts.",
+        )
+        # The rest of the body is read and dropped for a while (aiohttp's lingering close,
+        # so the client sees this answer rather than a reset); the connection is not reused.
+        response.force_close()
         return response
 
     def _timeout_reason(self, exc: TimeoutError) -> str:
@@ -396,6 +456,52 @@ class _WebSocketRelay:
             else:  # CLOSED or ERROR: the source connection is gone
                 await sink.close(code=source_lost)
             return
+
+
+class BodyTooLarge(Exception):
+    """A chunked request body grew past ``max_body_bytes`` while being forwarded."""
+
+
+class BodyStalled(Exception):
+    """No byte of the request body came for ``body_timeout_s``.
+
+    Not a :class:`TimeoutError`: aiohttp would report that as the upstream's timeout."""
+
+
+async def _guarded(
+    content: aiohttp.StreamReader, *, limit: int, silence_s: float | None
+) -> AsyncIterator[bytes]:
+    """``content`` as it arrives, failing once more than ``limit`` bytes have come (0: no
+    limit) or when nothing has come for ``silence_s`` (None: no limit).
+
+    Raising inside the body makes aiohttp abandon the upstream request without sending the
+    rest (for a chunked body, the final empty chunk) and close that connection."""
+    received = 0
+    while True:
+        try:
+            async with asyncio.timeout(silence_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyStalled from None
+        if not chunk:
+            return
+        received += len(chunk)
+        if limit and received > limit:
+            raise BodyTooLarge
+        yield chunk
+
+
+def _expects_continue(request: web.BaseRequest) -> bool:
+    expect = request.headers.get("Expect")
+    return expect is not None and expect.lower() == "100-continue"
+
+
+def _size(count: int) -> str:
+    """``10 MiB``, ``64 KiB`` or ``1000 bytes``: the unit that states ``count`` exactly."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _offered_protocols(request: web.BaseRequest) -> list[str]:

@@ -16,6 +16,14 @@ _HELP = {
     "mwm_requests_total": ("counter", "Requests on the public listener, by outcome."),
     "mwm_bypass_total": ("counter", "Requests let through during maintenance, by bypass rule."),
     "mwm_upstream_errors_total": ("counter", "Upstream failures answered with 502/504."),
+    "mwm_requests_rejected_total": (
+        "counter",
+        "Requests refused for exceeding a limit: 408 stalled body, 413 body, 414 URL, 431 headers.",
+    ),
+    "mwm_header_timeouts_total": (
+        "counter",
+        "Connections closed because a request head did not arrive in time.",
+    ),
     "mwm_bypass_cookies_issued_total": ("counter", "Bypass cookies issued by the secret URL."),
     "mwm_maintenance_active": ("gauge", "1 while maintenance is on."),
     "mwm_service_ready": ("gauge", "1 while the service has enough ready endpoints."),
@@ -29,6 +37,9 @@ class Metrics:
     """Keyed by outcome: forward, bypass, block, invalid, services."""
     bypasses: Counter[str] = field(default_factory=Counter)
     upstream_errors: Counter[int] = field(default_factory=Counter)
+    rejected: Counter[int] = field(default_factory=Counter)
+    """Keyed by status: 408, 413, 414, 431."""
+    header_timeouts: int = 0
     cookies_issued: int = 0
 
     def render(self, state: State) -> str:
@@ -51,6 +62,11 @@ class Metrics:
             "mwm_upstream_errors_total",
             [(f'{{status="{k}"}}', v) for k, v in sorted(self.upstream_errors.items())],
         )
+        family(
+            "mwm_requests_rejected_total",
+            [(f'{{status="{k}"}}', v) for k, v in sorted(self.rejected.items())],
+        )
+        family("mwm_header_timeouts_total", [("", self.header_timeouts)])
         family("mwm_bypass_cookies_issued_total", [("", self.cookies_issued)])
         family("mwm_maintenance_active", [("", int(state.maintenance.active))])
         family(

@@ -1,4 +1,4 @@
-"""The 503 maintenance page and the 502/504 upstream-error pages, rendered ahead of time.
+"""The 503 maintenance page and the error pages (502/504, 408/413/414/431), rendered ahead of time.
 
 A page depends only on the state and the format, so it is rendered once per state
 generation and format and kept; a blocked request costs a dict lookup.  Pages are plain
@@ -34,9 +34,11 @@ Template context of ``maintenance.{html,json,txt}``:
 ``show_services``  ``PageSettings.show_services``.
 ``refresh_s``      ``PageSettings.refresh_s`` or None.
 
-Template context of ``error.{html,json,txt}``: ``status`` (502 or 504), ``title`` (the
-status phrase: "Bad Gateway", "Gateway Timeout"), ``reason``, ``contact``,
-``contact_url``.
+Template context of ``error.{html,json,txt}``: ``status`` (502 or 504 when the upstream
+failed; 408, 413, 414 or 431 when the request was refused), ``title`` (the status
+phrase: "Bad Gateway", "Request Header Fields Too Large"), ``reason``, ``temporary``
+(True when a retry may cure it: the 5xx and 408; False for a request that would be
+refused again), ``contact``, ``contact_url``.
 """
 
 from __future__ import annotations
@@ -198,19 +200,14 @@ class PageRenderer:
         return page  # an older generation (a late reader) is served but not kept
 
     def error_page(self, status: int, reason: str, fmt: PageFormat) -> RenderedPage:
-        """A 502/504 page when the upstream is unreachable or too slow."""
+        """A 502/504 page when the upstream is unreachable or too slow, or a 408/413/414/431
+        page for a refused request."""
         key = (status, reason, fmt)
         page = self._errors.get(key)
         if page is not None:
             return page
         title = _status_phrase(status)
-        context = {
-            "status": status,
-            "title": title,
-            "reason": reason,
-            "contact": self._settings.contact,
-            "contact_url": self._contact_url,
-        }
+        context = self._error_context(status, reason)
         body = self._render(_ERROR_TEMPLATES[fmt], context, status=status, title=title)
         headers = (
             ("Content-Type", _CONTENT_TYPES[fmt]),
@@ -223,6 +220,16 @@ class PageRenderer:
             del self._errors[next(iter(self._errors))]  # oldest first
         self._errors[key] = page
         return page
+
+    def _error_context(self, status: int, reason: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "title": _status_phrase(status),
+            "reason": reason,
+            "temporary": status >= 500 or status == 408,
+            "contact": self._settings.contact,
+            "contact_url": self._contact_url,
+        }
 
     def _render_maintenance(
         self, maintenance: Maintenance, fmt: PageFormat, *, now: datetime
@@ -397,19 +404,10 @@ class PageRenderer:
                 )
                 samples.append((name, context))
         for name in _ERROR_TEMPLATES.values():
-            for status in (502, 504):
-                samples.append(
-                    (
-                        name,
-                        {
-                            "status": status,
-                            "title": _status_phrase(status),
-                            "reason": "The upstream application did not answer in time.",
-                            "contact": self._settings.contact,
-                            "contact_url": self._contact_url,
-                        },
-                    )
-                )
+            # One reason for all, so a problem that quotes the output is reported once.
+            for status in (502, 504, 431):  # 431: ``temporary`` false
+                reason = "The upstream application did not answer in time."
+                samples.append((name, self._error_context(status, reason)))
         return samples
 
 
@@ -443,7 +441,13 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_RFC9110_PHRASES = {413: "Content Too Large", 414: "URI Too Long"}
+"""RFC 9110's names, which Python's ``HTTPStatus`` has only from 3.13 on."""
+
+
 def _status_phrase(status: int) -> str:
+    if status in _RFC9110_PHRASES:
+        return _RFC9110_PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

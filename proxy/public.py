@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 from controller.store import SnapshotStore
 from proxy.accesslog import AccessLogger
 from proxy.bypass import BypassPolicy
+from proxy.connection import PublicServer
 from proxy.decision import Block, Bypass, RequestView, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
@@ -227,11 +228,23 @@ def build_public_server(
 ) -> web.Server:
     """aiohttp's low-level server: every request goes straight to the one handler, with no
     router, no middleware chain and no ``Application`` per request (a measured ~15-30 %
-    more throughput than a catch-all route)."""
+    more throughput than a catch-all route).
+
+    Request bodies are not decompressed: they are forwarded byte for byte with their
+    ``Content-Encoding`` (aiohttp would inflate them and forward the inflated bytes
+    under the compressed length), and the body limit counts the bytes on the wire."""
     handler = PublicHandler(services)
-    return web.Server(
+
+    def refuse(request: web.BaseRequest, status: int, reason: str) -> web.Response:
+        fmt = negotiate(request.headers.get(hdrs.ACCEPT))
+        return page_response(services.renderer.error_page(status, reason, fmt))
+
+    return PublicServer(
         handler.handle,
+        limits=services.settings.limits,
+        refuse=refuse,
+        metrics=services.metrics,
         access_log=access_log,
         access_log_class=access_log_class,
-        max_field_size=16384,
+        auto_decompress=False,
     )

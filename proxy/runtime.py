@@ -113,7 +113,11 @@ class Runtime:
 
         def on_upstream_error(request: web.BaseRequest, status: int, reason: str) -> web.Response:
             assert self.services is not None
-            self.services.metrics.upstream_errors[status] += 1
+            metrics = self.services.metrics
+            if status >= 500:
+                metrics.upstream_errors[status] += 1
+            else:  # 408, 413: the request was refused, the upstream did nothing wrong
+                metrics.rejected[status] += 1
             fmt = negotiate(request.headers.get("Accept"))
             return page_response(self.renderer.error_page(status, reason, fmt))
 
@@ -121,6 +125,8 @@ class Runtime:
             settings.upstream,
             trusted_hops=settings.forwarded.trusted_hops,
             on_error=on_upstream_error,
+            max_body_bytes=settings.limits.max_body_bytes,
+            body_timeout_s=settings.limits.body_timeout_s,
         )
         services = self.services = Services(
             settings=settings,

@@ -113,6 +113,48 @@ class UpstreamSettings(SettingsGroup):
         return value
 
 
+class LimitSettings(SettingsGroup):
+    """What one client may send and for how long it may hold a connection.
+
+    Bodies stream through in constant memory whatever their size, so ``max_body_bytes``
+    protects the upstream, not the proxy.  The head limits and the two timeouts protect the
+    proxy: a request head is held whole in memory while it is parsed, and every open
+    connection costs a few KiB (README, *Limits and capacity*)."""
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    """Largest request body forwarded, in bytes; 0: no limit.  A larger ``Content-Length``
+    gets 413 before anything reaches the upstream; a chunked body is cut when it grows past
+    the limit (the upstream request is aborted, never completed).  10 MiB is ten times
+    nginx's ``client_max_body_size``: enough for forms and API payloads, raise it (or use
+    0) in front of an app that takes large uploads."""
+    max_request_line_bytes: int = Field(default=8190, ge=64)
+    """Longest request target (the URL) in bytes; longer gets 414.  aiohttp's default, and
+    nginx's 8 KiB line buffer; browsers and CDNs refuse URLs not much longer.  Set equal to
+    ``max_header_field_bytes``, an over-long URL gets 431 instead (the parser's error names
+    only the limit it hit)."""
+    max_header_field_bytes: int = Field(default=16384, ge=64)
+    """Longest header value (or name) in bytes; longer gets 431.  16 KiB leaves room for
+    large cookies and tokens, twice nginx's default."""
+    max_header_count: int = Field(default=128, ge=1)
+    """Most header fields in a request; more gets 431.  Browsers send about 20.  With
+    ``max_header_field_bytes`` this bounds the memory one request head can take."""
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest silence while a request body is arriving; the request is then cut (408, and
+    the upstream request aborted).  Bodies stream to the upstream as they arrive, so a
+    stalled upload holds an upstream connection: without this, enough of them would take
+    the whole pool.  nginx's ``client_body_timeout``."""
+    header_timeout_s: float = Field(default=20.0, gt=0)
+    """A request head must arrive complete within this time, counted from the connection's
+    start or from the first byte of a later request; the connection is closed otherwise
+    (against slowloris, clients that dribble headers to hold connections open).  nginx's
+    ``client_header_timeout`` is 60 s; a real client sends its head in one packet."""
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)
+    """An idle client connection (no request in progress) is closed after this.  nginx's
+    default.  Keep it above the idle timeout of the load balancer in front (AWS ALB: 60 s;
+    Google Cloud's needs more than 600 s) so the balancer never reuses a connection just as
+    mwm closes it."""
+
+
 class ForwardedSettings(SettingsGroup):
     trusted_hops: int = Field(default=0, ge=0, le=32)
     """How many proxies in front of this one append to X-Forwarded-For.  0: the peer is the
@@ -243,6 +285,7 @@ class Settings(BaseSettings):
     listen: ListenSettings = Field(default_factory=ListenSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     forwarded: ForwardedSettings = Field(default_factory=ForwardedSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     bypass: BypassSettings = Field(default_factory=BypassSettings)
     page: PageSettings = Field(default_factory=PageSettings)
     management: ManagementSettings = Field(default_factory=ManagementSettings)

@@ -45,6 +45,15 @@ NON_DEFAULT: JsonObject = {
         "websocket_max_message_bytes": 8388608,  # Go would print a float64 as 8.388608e+06
     },
     "forwarded": {"trusted_hops": 1},
+    "limits": {
+        "max_body_bytes": 52428800,
+        "max_request_line_bytes": 4096,
+        "max_header_field_bytes": 32768,
+        "max_header_count": 64,
+        "body_timeout_s": 30,
+        "header_timeout_s": 12.5,
+        "keepalive_timeout_s": 650,
+    },
     "bypass": {
         "path_prefixes": ["/admin", "/ops"],
         "header_name": "X-Shop-Bypass",
