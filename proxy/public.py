@@ -13,12 +13,14 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 
 from aiohttp import hdrs, web
 
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
+from proxy.conformance import Refusal, must_close, refusal
 from proxy.decision import Block, Bypass, RequestView, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
@@ -66,6 +68,17 @@ def page_response(page: RenderedPage) -> web.Response:
     return web.Response(status=page.status, body=page.body, headers=page.headers)
 
 
+def refusal_response(refused: Refusal) -> web.Response:
+    """The answer to a request that breaks the HTTP/1.1 rules; it ends the connection."""
+    response = web.Response(
+        status=refused.status,
+        text=f"{HTTPStatus(refused.status).phrase}: {refused.reason}\n",
+        headers={hdrs.SERVER: SERVER},
+    )
+    response.force_close()
+    return response
+
+
 def json_response(request: web.BaseRequest, document: JsonDocument) -> web.Response:
     headers = {
         hdrs.ETAG: document.etag,
@@ -94,6 +107,16 @@ class PublicHandler:
         self._cookie_token = token.get_secret_value().encode() if token else None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        refused = refusal(request.version, request.headers)
+        if refused is not None:
+            self._s.metrics.requests["invalid"] += 1
+            return refusal_response(refused)
+        response = await self._answer(request)
+        if must_close(request.headers):
+            response.force_close()
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         s = self._s
         raw_path = request.raw_path
         query_at = raw_path.find("?")
