@@ -70,13 +70,18 @@ def refusal(version: tuple[int, int], headers: Mapping[str, str]) -> Refusal | N
     return None
 
 
-def must_close(headers: Mapping[str, str]) -> bool:
-    """True when the connection must end after answering this (accepted) request.
+def must_close(method: str, headers: Mapping[str, str]) -> bool:
+    """True when the connection must end after answering this request.
 
-    That is an ``Upgrade`` to anything but websocket (``h2c``, say).  The proxy answers it
-    as plain HTTP (``Upgrade`` is hop-by-hop), but llhttp stops reading the connection after
-    such a request, silently dropping the bytes that follow; closing tells the client so
-    instead of leaving it waiting for answers that will never come.
+    - ``CONNECT``: the proxy opens no tunnels, and a client may already have sent tunnel
+      bytes after its request; they must not be read as requests.  (Left open, the
+      Python parser's connection also hung after the refusal.)
+    - An ``Upgrade`` to anything but websocket (``h2c``, say): the proxy answers it as plain
+      HTTP (``Upgrade`` is hop-by-hop), but llhttp stops reading the connection after such
+      a request, silently dropping the bytes that follow; closing tells the client so
+      instead of leaving it waiting for answers that will never come.
     """
+    if method == "CONNECT":
+        return True
     upgrade = headers.get("Upgrade")
     return upgrade is not None and upgrade.strip().lower() != "websocket"

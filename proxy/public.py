@@ -112,7 +112,7 @@ class PublicHandler:
             self._s.metrics.requests["invalid"] += 1
             return refusal_response(refused)
         response = await self._answer(request)
-        if must_close(request.headers):
+        if must_close(request.method, request.headers):
             response.force_close()
         return response
 

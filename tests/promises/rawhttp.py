@@ -67,14 +67,26 @@ class RawResponse:
         return json.loads(self.body)
 
 
-async def exchange(port: int, data: bytes, *, host: str = "127.0.0.1") -> list[RawResponse]:
-    """Send ``data`` to ``host:port``, read until the server closes, return every response."""
+async def exchange(
+    port: int, data: bytes, *, host: str = "127.0.0.1", until_eof: bool = True
+) -> list[RawResponse]:
+    """Send ``data`` to ``host:port``, read until the server closes, return every response.
+
+    With ``until_eof=False`` reading also stops at a complete response that announces
+    ``Connection: close``: the server promised to send nothing more, but may keep reading
+    for a while (aiohttp lingers up to 10 s draining a request body its handler did not
+    read, such as the tunnel bytes of a refused ``CONNECT``).
+    """
     reader, writer = await asyncio.open_connection(host, port)
+    received = b""
     try:
         writer.write(data)
         await writer.drain()
         async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
-            received = await reader.read()
+            while chunk := await reader.read(65536):
+                received += chunk
+                if not until_eof and _announces_close(received):
+                    break
     finally:
         writer.close()
         # A server that reset the connection: what was read is what counts.
@@ -83,12 +95,25 @@ async def exchange(port: int, data: bytes, *, host: str = "127.0.0.1") -> list[R
     return parse_responses(received)
 
 
+def _announces_close(data: bytes) -> bool:
+    try:
+        responses = parse_responses(data)
+    except _Incomplete:
+        return False
+    return bool(responses) and (responses[-1].header("Connection") or "").lower() == "close"
+
+
+class _Incomplete(AssertionError):
+    """The data ends inside a response."""
+
+
 def parse_responses(data: bytes) -> list[RawResponse]:
     """Split ``data`` (everything a server sent on one connection) into responses."""
     responses = []
     while data:
         head, separator, rest = data.partition(b"\r\n\r\n")
-        assert separator, f"incomplete response head: {data[:200]!r}"
+        if not separator:
+            raise _Incomplete(f"incomplete response head: {data[:200]!r}")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         headers = tuple(
             (name.strip(), value.strip())
@@ -97,6 +122,8 @@ def parse_responses(data: bytes) -> list[RawResponse]:
         response = RawResponse(int(status_line.split(" ", 2)[1]), headers, b"")
         length = response.header("Content-Length")
         if length is not None:
+            if len(rest) < int(length):
+                raise _Incomplete(f"response body shorter than its Content-Length {length}")
             body, data = rest[: int(length)], rest[int(length) :]
         elif (response.header("Transfer-Encoding") or "").lower() == "chunked":
             body, data = _dechunk(rest)
@@ -109,7 +136,9 @@ def parse_responses(data: bytes) -> list[RawResponse]:
 def _dechunk(data: bytes) -> tuple[bytes, bytes]:
     body = b""
     while True:
-        size_line, _, data = data.partition(b"\r\n")
+        size_line, found, data = data.partition(b"\r\n")
+        if not found:
+            raise _Incomplete("chunked response body cut short")
         size = int(size_line.split(b";")[0], 16)
         if size == 0:
             _, _, data = data.partition(b"\r\n")  # no trailers in our responses
