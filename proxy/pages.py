@@ -203,6 +203,7 @@ class PageRenderer:
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            ("X-Content-Type-Options", "nosniff"),
             ("Server", SERVER),
         )
         page = RenderedPage(status=status, body=body, headers=headers)
@@ -229,6 +230,7 @@ class PageRenderer:
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            ("X-Content-Type-Options", "nosniff"),  # a reason is text, never HTML
             ("Retry-After", retry_after),
             ("Server", SERVER),
         ]

@@ -34,6 +34,7 @@ from proxy.management import build_management_app
 from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer
 from proxy.public import Services, build_public_server, page_response
+from proxy.serverlog import server_log_options
 from proxy.settings import Settings
 from proxy.sharedswitch import SharedSwitch
 
@@ -120,6 +121,7 @@ class Runtime:
             settings.upstream,
             trusted_hops=settings.forwarded.trusted_hops,
             on_error=on_upstream_error,
+            private_headers=(settings.bypass.header_name,),
         )
         services = self.services = Services(
             settings=settings,
@@ -135,12 +137,12 @@ class Runtime:
                 loop.add_signal_handler(signum, self.request_stop)
 
         await forwarder.start()
-        access_log = logging.getLogger("aiohttp.access") if settings.log.access_log else None
+        log_options = server_log_options(settings)
         management = web.AppRunner(
-            build_management_app(services), access_log=access_log, shutdown_timeout=1.0
+            build_management_app(services), shutdown_timeout=1.0, **log_options
         )
         public = web.ServerRunner(
-            build_public_server(services, access_log=access_log),
+            build_public_server(services, **log_options),
             shutdown_timeout=settings.shutdown.drain_timeout_s,
         )
         try:
@@ -165,7 +167,7 @@ class Runtime:
                 extra={
                     "public_port": self.ports.public,
                     "management_port": self.ports.management,
-                    "upstream": str(settings.upstream.url),
+                    "upstream": settings.upstream.url_for_display(),
                     "source": str(self.source_kind),
                 },
             )

@@ -18,8 +18,9 @@ Promises:
   replayed after expiry, signed with another key, tampered, repeated), client addresses
   (``X-Forwarded-For`` and friends naming an allowed network, with zero trusted hops
   and beyond the one trusted hop) and near misses of the cookie-issuing URL.
-- The same proxy lets genuine credentials through (so the corpus is not vacuous), and a
-  path that passes reaches the upstream as the normalized path under ``/admin``.
+- The same proxy lets genuine credentials through (so the corpus is not vacuous), without
+  ever forwarding the bypass token header, and a path that passes reaches the upstream as
+  the normalized path under ``/admin``.
 """
 
 from __future__ import annotations
@@ -386,5 +387,7 @@ async def test_genuine_credentials_pass(
     proxy = await start_guarded(trusted_hops=attempt.trusted_hops)
     response = await send(proxy, attempt)
     assert response.status == 200
-    assert [r.path for r in recording_upstream.requests] == ["/checkout"]
+    [arrived] = recording_upstream.requests
+    assert arrived.path == "/checkout"
+    assert HEADER not in arrived.headers  # the token is the proxy's: never forwarded
     assert response.header("Cache-Control") == "private, no-store"
