@@ -1,4 +1,6 @@
-"""Fixtures for the promise tests: recording upstreams the proxy is pointed at."""
+"""Fixtures for the promise tests: recording upstreams the proxy is pointed at, both of
+aiohttp's request parsers, and (from the Kubernetes tests) ``fake`` (the fake API server)
+with ``start_cluster`` (a proxy watching it)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 from aiohttp import http_parser as parsers
 from aiohttp import web_protocol
 
+from tests.kube.test_controller import fake, start_cluster  # noqa: F401 (fixtures, shared)
 from tests.promises.rawupstream import RawUpstream, start_raw_upstream
 from tests.proxy.upstream import Upstream, start_upstream
 
