@@ -41,11 +41,11 @@ class Refusal:
 
 
 _SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
-_HOST = re.compile(
-    r"(?:\[[0-9A-Za-z._~:!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
-)
-"""RFC 3986 ``host [":" port]``: an IP literal in brackets or a reg-name (unreserved,
-sub-delims and percent-escapes), then an optional port.  Empty is allowed (section 3.2)."""
+_HOST = re.compile(r"(?:\[[0-9A-Za-z._~:%-]+\]|[0-9A-Za-z._~%-]*)(?::[0-9]*)?")
+"""``host [":" port]``: an IP literal in brackets or a name of unreserved characters and
+percent-escapes, then an optional port; empty is allowed (section 3.2).  RFC 3986 also
+lets a name hold sub-delims (``,;=!$&'()*+``): no real host name has them, and a
+``Host: a,b`` is how a careless hop joins two Host headers, so they are refused."""
 
 _UNSUPPORTED_VERSION = Refusal(505, "only HTTP/1.0 and HTTP/1.1 are supported")
 _TRANSFER_ENCODING_IN_HTTP_1_0 = Refusal(400, "Transfer-Encoding in an HTTP/1.0 request")
