@@ -21,7 +21,8 @@ Promises:
   (even the right one).  (``tests/test_listeners.py`` has the basic refusals for PUT.)
 - The public listener answers only user traffic, ``/services`` and the cookie URL: the
   management documents (``/status``, ``/metrics``, the admin API, probes) are never
-  served there.
+  served there; with ``show_services`` off and the public ``/services`` switched off, no
+  service name appears on it in any format (``/status`` still lists them for operators).
 - No token, cookie secret or upstream credential appears in any response or any log line
   (access log on, level DEBUG), nor in ``mwm check-config``'s output, whatever the
   traffic: the cookie URL, tokens in headers and in query strings, blocked and bypassed
@@ -43,7 +44,7 @@ from markupsafe import escape
 from proxy.logs import JsonFormatter, TextFormatter
 from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory, RunningProxy
 from tests.promises.rawhttp import RawResponse, exchange, request
-from tests.proxy.upstream import Upstream
+from tests.proxy.upstream import Upstream, free_port
 from tests.test_process import run_cli
 
 HOSTILE = (
@@ -226,6 +227,34 @@ async def test_public_listener_never_serves_management_documents(
     [blocked] = await exchange(port, request("GET", path, headers))
     assert blocked.status == 503
     assert blocked.header("Content-Type") == "application/problem+json"
+
+
+async def test_hidden_service_names_appear_nowhere_on_the_public_listener(
+    start_proxy: ProxyFactory, recording_upstream: Upstream, tmp_path: Path
+) -> None:
+    state_file = tmp_path / "state.yaml"
+    closed = free_port()
+    probe = {"tcp": {"host": "127.0.0.1", "port": closed}, "failureThreshold": 1}
+    write_state(
+        state_file, {"services": [{"name": "billing-db", "critical": True, "probe": probe}]}
+    )
+    proxy = await start_proxy(
+        {
+            "MWM_UPSTREAM__URL": recording_upstream.url,
+            "MWM_SOURCE__LOCAL__FILE": str(state_file),
+            "MWM_PAGE__SHOW_SERVICES": "false",
+            "MWM_MANAGEMENT__PUBLIC_SERVICES_PATH": "",
+        }
+    )
+    await proxy.wait_for(lambda state: state.maintenance.active)
+    for accept in ("text/html", "application/json", "text/plain"):
+        for path in ("/", "/services", "/status"):
+            response = await fetch(proxy, accept, path)
+            assert response.status == 503
+            assert "billing-db" not in response.body.decode()
+    assert recording_upstream.requests == []
+    status = await management_json(proxy, "/status")  # operators still see it
+    assert [s["name"] for s in status["services"]] == ["billing-db"]
 
 
 SECRET_COOKIE = "cookie-secret-that-must-never-show"
