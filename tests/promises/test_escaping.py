@@ -39,12 +39,13 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestServer
 from markupsafe import escape
 
 from proxy.logs import JsonFormatter, TextFormatter
 from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory, RunningProxy
 from tests.promises.rawhttp import RawResponse, exchange, request
-from tests.proxy.upstream import Upstream, free_port
+from tests.proxy.upstream import Upstream
 from tests.test_process import run_cli
 
 HOSTILE = (
@@ -230,11 +231,11 @@ async def test_public_listener_never_serves_management_documents(
 
 
 async def test_hidden_service_names_appear_nowhere_on_the_public_listener(
-    start_proxy: ProxyFactory, recording_upstream: Upstream, tmp_path: Path
+    start_proxy: ProxyFactory, recording_upstream: Upstream, upstream: TestServer, tmp_path: Path
 ) -> None:
     state_file = tmp_path / "state.yaml"
-    closed = free_port()
-    probe = {"tcp": {"host": "127.0.0.1", "port": closed}, "failureThreshold": 1}
+    # A probe that always fails: the echo server answers 200, the probe expects 204.
+    probe = {"http": {"url": str(upstream.make_url("/health")), "expectStatus": [204]}}
     write_state(
         state_file, {"services": [{"name": "billing-db", "critical": True, "probe": probe}]}
     )
