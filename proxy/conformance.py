@@ -73,9 +73,9 @@ def refusal(version: tuple[int, int], headers: Mapping[str, str]) -> Refusal | N
 def must_close(method: str, headers: Mapping[str, str]) -> bool:
     """True when the connection must end after answering this request.
 
-    - ``CONNECT``: the proxy opens no tunnels, and a client may already have sent tunnel
-      bytes after its request; they must not be read as requests.  (Left open, the
-      Python parser's connection also hung after the refusal.)
+    - ``CONNECT``: the proxy opens no tunnels (the target is refused as a path), and a
+      client may already have sent tunnel bytes after its request; llhttp would hand them
+      back to be read as requests.
     - An ``Upgrade`` to anything but websocket (``h2c``, say): the proxy answers it as plain
       HTTP (``Upgrade`` is hop-by-hop), but llhttp stops reading the connection after such
       a request, silently dropping the bytes that follow; closing tells the client so

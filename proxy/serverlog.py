@@ -30,7 +30,12 @@ from yarl import URL
 
 from proxy.settings import Settings
 
-__all__ = ["REQUEST_ERROR_LOG", "MaskingAccessLogger", "server_log_options"]
+__all__ = [
+    "REQUEST_ERROR_LOG",
+    "MaskingAccessLogger",
+    "masking_access_logger",
+    "server_log_options",
+]
 
 MASK = "***"
 CREDENTIAL_QUERY_NAMES = frozenset(
