@@ -100,7 +100,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     assert settings is not None
     print("configuration OK")
-    print(f"  upstream:   {settings.upstream.url}")
+    print(f"  upstream:   {settings.upstream.url_for_display()}")
     print(f"  public:     {settings.listen.public_host}:{settings.listen.public_port}")
     print(f"  management: {settings.listen.management_host}:{settings.listen.management_port}")
     print(f"  state file: {settings.source.local.file or '(none)'}")

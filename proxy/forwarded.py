@@ -29,7 +29,10 @@ def parse_address(text: str) -> IPAddress | None:
 
 
 def _entries(forwarded_for: Iterable[str]) -> list[str]:
-    return [e.strip() for value in forwarded_for for e in value.split(",") if e.strip()]
+    """Every comma-separated entry, empty ones included: positions are what trust is
+    counted in, and dropping an empty entry a trusted proxy wrote would shift a forged
+    one into the client's position (``10.1.2.3, `` read as client ``10.1.2.3``)."""
+    return [e.strip() for value in forwarded_for for e in value.split(",")]
 
 
 def forwarded_for_header(
@@ -40,7 +43,7 @@ def forwarded_for_header(
     peer_text = peer or ""
     if trusted_hops <= 0:
         return peer_text
-    believed = _entries(forwarded_for)[-trusted_hops:]
+    believed = [e for e in _entries(forwarded_for)[-trusted_hops:] if e]
     return ", ".join([*believed, peer_text]) if peer_text else ", ".join(believed)
 
 

@@ -49,7 +49,7 @@ pooled connection is not reused just as the upstream closes it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from http import HTTPStatus
 from typing import Final, Protocol
 
@@ -144,7 +144,10 @@ class Forwarder:
         on_error: ErrorResponder,
         max_body_bytes: int = 0,
         body_timeout_s: float | None = None,
+        private_headers: Iterable[str] = (),
     ) -> None:
+        """``private_headers`` are request headers meant for the proxy alone (the bypass
+        token's): never forwarded, so the token cannot end up in the application's logs."""
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
@@ -154,7 +157,9 @@ class Forwarder:
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
         self._base = str(upstream.with_path("")).rstrip("/") + upstream.raw_path.rstrip("/")
-        self._request_drop = _REQUEST_DROP_TRUSTED if trusted_hops else _REQUEST_DROP_UNTRUSTED
+        self._request_drop = (
+            _REQUEST_DROP_TRUSTED if trusted_hops else _REQUEST_DROP_UNTRUSTED
+        ) | {name.lower() for name in private_headers}
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
         self._session: aiohttp.ClientSession | None = None
 

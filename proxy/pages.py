@@ -213,6 +213,7 @@ class PageRenderer:
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            ("X-Content-Type-Options", "nosniff"),
             ("Server", SERVER),
         )
         page = RenderedPage(status=status, body=body, headers=headers)
@@ -249,6 +250,7 @@ class PageRenderer:
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            ("X-Content-Type-Options", "nosniff"),  # a reason is text, never HTML
             ("Retry-After", retry_after),
             ("Server", SERVER),
         ]

@@ -19,6 +19,8 @@ over-matches leaks the application.
 from __future__ import annotations
 
 import re
+import unicodedata
+from urllib.parse import unquote_to_bytes
 
 __all__ = ["InvalidPath", "normalize_path"]
 
@@ -55,6 +57,7 @@ decodes twice would see a character we did not) and overlong UTF-8 lead sequence
 (``%C0%AE`` is "." to decoders that accept overlong forms, as old IIS did)."""
 
 _PARAMS = re.compile(r";|%3B")
+_NON_ASCII_ESCAPE = re.compile(r"%[89A-F]")
 _DOTS_AND_SPACES = re.compile(r"(?:\.|%20)+")
 
 
@@ -73,7 +76,9 @@ def normalize_path(raw_path: str, *, keep_encoded_slashes: bool = False) -> str:
     - Refused (:class:`InvalidPath`): ``\\`` raw or as ``%5C``; ``%2F`` (strict by
       default, see ``_REFUSED_BYTES``); ASCII control characters raw or encoded;
       segments that are dots once ``;params`` or trailing spaces are stripped
-      (``/admin/..;/checkout``); double-encoded escapes; overlong UTF-8.
+      (``/admin/..;/checkout``); double-encoded escapes; overlong UTF-8; segments whose
+      Unicode compatibility form (NFKC) adds a separator or makes a dot segment
+      (``%EF%BC%8E%EF%BC%8E``, fullwidth ``..``).
 
     With ``keep_encoded_slashes`` (for applications that put ``%2F`` inside a segment, like
     GitLab's ``/api/v4/projects/group%2Fname``), ``%2F`` is kept with upper-case hex and is
@@ -132,6 +137,8 @@ def _resolve(text: str) -> str:
                 kept.pop()
         elif "." in segment and _is_dot_segment_in_disguise(segment):
             raise InvalidPath("ambiguous dot segment")
+        elif "%" in segment and _is_disguised_by_compatibility_form(segment):
+            raise InvalidPath("character whose compatibility form is a separator or a dot")
         else:
             kept.append(segment)
             continue
@@ -170,6 +177,27 @@ def _canonical_piece(match: re.Match[str]) -> str:
     except UnicodeEncodeError as exc:
         raise InvalidPath("unencodable character in path") from exc
     return "".join(f"%{byte:02X}" for byte in data)
+
+
+def _is_disguised_by_compatibility_form(segment: str) -> bool:
+    """True for a segment that becomes a separator or a dot segment once Unicode
+    compatibility forms are folded (NFKC): ``%EF%BC%8F`` (fullwidth solidus) is ``/``,
+    ``%E2%80%A5`` (two dot leader) is ``..``.  Frameworks that normalize decoded paths,
+    and Windows' "best fit" mappings, fold them; the bypass rules must not see one segment
+    where such an upstream sees a traversal.  Only segments with non-ASCII escapes can."""
+    if _NON_ASCII_ESCAPE.search(segment) is None:
+        return False
+    try:
+        text = unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # not UTF-8: there are no compatibility forms to fold
+    folded = unicodedata.normalize("NFKC", text)
+    if folded == text:
+        return False
+    if any(folded.count(char) > text.count(char) for char in "/\\%"):
+        return True
+    base = folded.split(";", 1)[0]
+    return "." in base and not base.strip(". ")
 
 
 def _is_dot_segment_in_disguise(segment: str) -> bool:

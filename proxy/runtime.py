@@ -28,13 +28,13 @@ from aiohttp import web
 from controller.localsource import LocalSource
 from controller.settings import SourceKind
 from controller.store import SnapshotStore
-from proxy.accesslog import access_logger_for
 from proxy.bypass import BypassPolicy
 from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
 from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer
 from proxy.public import Services, build_public_server, page_response
+from proxy.serverlog import server_log_options
 from proxy.settings import Settings
 from proxy.sharedswitch import SharedSwitch
 
@@ -127,6 +127,7 @@ class Runtime:
             on_error=on_upstream_error,
             max_body_bytes=settings.limits.max_body_bytes,
             body_timeout_s=settings.limits.body_timeout_s,
+            private_headers=(settings.bypass.header_name,),
         )
         services = self.services = Services(
             settings=settings,
@@ -142,18 +143,12 @@ class Runtime:
                 loop.add_signal_handler(signum, self.request_stop)
 
         await forwarder.start()
-        access_log = logging.getLogger("aiohttp.access") if settings.log.access_log else None
-        access_log_class = access_logger_for(
-            secret_prefixes=(settings.bypass.cookie_path.rstrip("/") + "/",)
-        )
+        log_options = server_log_options(settings)
         management = web.AppRunner(
-            build_management_app(services),
-            access_log=access_log,
-            access_log_class=access_log_class,
-            shutdown_timeout=1.0,
+            build_management_app(services), shutdown_timeout=1.0, **log_options
         )
         public = web.ServerRunner(
-            build_public_server(services, access_log=access_log, access_log_class=access_log_class),
+            build_public_server(services, **log_options),
             shutdown_timeout=settings.shutdown.drain_timeout_s,
         )
         try:
@@ -178,7 +173,7 @@ class Runtime:
                 extra={
                     "public_port": self.ports.public,
                     "management_port": self.ports.management,
-                    "upstream": str(settings.upstream.url),
+                    "upstream": settings.upstream.url_for_display(),
                     "source": str(self.source_kind),
                 },
             )

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -104,6 +105,17 @@ class UpstreamSettings(SettingsGroup):
     reused just as the upstream closes it (that request would get a 502)."""
     websocket_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest websocket message relayed in either direction."""
+
+    def url_for_display(self) -> str:
+        """``url`` for logs and messages: a password in it (sent to the upstream as Basic
+        auth) is replaced by ``***``."""
+        text = str(self.url)
+        if self.url.password is None:
+            return text
+        parts = urlsplit(text)
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
     @field_validator("url")
     @classmethod

@@ -7,11 +7,13 @@ Kubernetes source pointed at the fake, with every delay shrunk.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
 
 from controller.store import State
 from tests.conftest import ProxyFactory, RunningProxy
@@ -156,3 +158,18 @@ def cluster_factory(fake: FakeKubeAPI, start_proxy: ProxyFactory) -> ClusterFact
         return Cluster(fake=fake, proxy=proxy)
 
     return start
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeKubeAPI]:
+    """The fake API server, started (import this fixture into a conftest to use it)."""
+    async with FakeKubeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+async def start_cluster(
+    fake: FakeKubeAPI, start_proxy: ProxyFactory, upstream: TestServer
+) -> ClusterFactory:
+    """Starts ``mwm`` replicas against ``fake`` in front of ``upstream``."""
+    return cluster_factory(fake, start_proxy)

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from tests.kube.clusters import fake, start_cluster  # noqa: F401 (fixtures, shared)
 from tests.kube.fakeapi import FakeKubeAPI
 
 
 @pytest.fixture
 async def fake_kube() -> AsyncIterator[FakeKubeAPI]:
-    async with FakeKubeAPI() as fake:
-        yield fake
+    async with FakeKubeAPI() as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,21 +8,17 @@ the proxy sees and what the controller wrote back to the API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from controller.snapshot import ServiceReason
-from tests.conftest import ProxyFactory
 from tests.kube.clusters import (
     FAST_ELECTION,
     NS,
     ClusterFactory,
     checker,
-    cluster_factory,
     create_critical_api,
     endpoint_slice,
     maintenance_off,
@@ -31,19 +27,6 @@ from tests.kube.clusters import (
 )
 from tests.kube.fakeapi import FakeKubeAPI
 from tests.test_process import run_cli
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKubeAPI]:
-    async with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-async def start_cluster(
-    fake: FakeKubeAPI, start_proxy: ProxyFactory, upstream: TestServer
-) -> ClusterFactory:
-    return cluster_factory(fake, start_proxy)
 
 
 async def test_seed_servicechecker_is_accepted_and_its_status_keeps_the_seed_shape(

@@ -24,21 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestServer
-
 from controller.store import State
-from tests.conftest import ProxyFactory
 from tests.kube.clusters import (
     FAST_ELECTION,
     NS,
     Cluster,
     ClusterFactory,
     checker,
-    cluster_factory,
     create_critical_api,
     endpoint_slice,
     maintenance_off,
@@ -48,19 +43,6 @@ from tests.kube.clusters import (
 from tests.kube.fakeapi import Answer, FakeKubeAPI, RecordedRequest
 
 STATUS_PATCH = r"/servicecheckers/shop/status$"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKubeAPI]:
-    async with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-async def start_cluster(
-    fake: FakeKubeAPI, start_proxy: ProxyFactory, upstream: TestServer
-) -> ClusterFactory:
-    return cluster_factory(fake, start_proxy)
 
 
 def record_states(cluster: Cluster) -> list[State]:

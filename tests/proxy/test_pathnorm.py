@@ -57,6 +57,8 @@ NORMALIZED = [
     pytest.param("/a/b.", "/a/b.", id="trailing-dot-in-name-kept"),
     pytest.param("/x/a..b", "/x/a..b", id="dots-inside-name-kept"),
     pytest.param("/\udc80", "/%80", id="undecodable-request-byte-encoded"),
+    pytest.param("/%EF%BD%81dmin", "/%EF%BD%81dmin", id="fullwidth-letter-is-just-a-letter"),
+    pytest.param("/a/%E2%80%A6b", "/a/%E2%80%A6b", id="ellipsis-inside-a-name-kept"),
 ]
 
 REFUSED = [
@@ -94,6 +96,11 @@ REFUSED = [
     pytest.param("/admin%c0%afx", id="overlong-utf8-slash"),
     pytest.param("/admin%e0%80%afx", id="overlong-3-byte-slash"),
     pytest.param("/\ud800", id="lone-surrogate"),
+    pytest.param("/admin/%EF%BC%8E%EF%BC%8E/checkout", id="fullwidth-dotdot-folds-to-dotdot"),
+    pytest.param("/admin/%E2%80%A5/checkout", id="two-dot-leader-folds-to-dotdot"),
+    pytest.param("/admin/..%EF%BC%8Fcheckout", id="fullwidth-solidus-folds-to-slash"),
+    pytest.param("/admin/%EF%B9%A8x", id="small-reverse-solidus-folds-to-backslash"),
+    pytest.param("/admin/\uff0e\uff0e/x", id="raw-fullwidth-dotdot"),
 ]
 
 
