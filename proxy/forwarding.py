@@ -26,7 +26,10 @@ A websocket upgrade is relayed message by message: the upstream socket is opened
 (offering the client's subprotocols), the client's is accepted with the one the upstream
 chose, then two pumps copy text, binary, ping and pong frames until either side closes;
 its close code and reason are passed to the other side.  A side that vanishes without a
-close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.
+close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.  On
+shutdown, :meth:`Forwarder.close_websockets` closes every relayed websocket with 1001
+(going away) both ways: a websocket never ends by itself, so waiting for it would hold
+the drain until its timeout and then cut it without a close frame.
 
 aiohttp's one silent retry of idempotent requests on a dropped connection is switched
 off (as aiohttp's own test client does): a proxy should not double the load on an
@@ -96,7 +99,9 @@ _RELAYED_FRAMES: Final = frozenset(
 # Close codes that describe a missing or broken close frame and may not be sent (RFC 6455
 # section 7.4.1); 0 is what aiohttp reports for a close frame without a code.
 _UNSENDABLE_CLOSE_CODES: Final = frozenset({0, 1005, 1006, 1015})
-_CLIENT_LOST: Final = int(aiohttp.WSCloseCode.GOING_AWAY)
+_GOING_AWAY: Final = int(aiohttp.WSCloseCode.GOING_AWAY)
+_SHUTTING_DOWN: Final = b"proxy shutting down"
+_CLIENT_LOST: Final = _GOING_AWAY
 _UPSTREAM_LOST: Final = int(aiohttp.WSCloseCode.BAD_GATEWAY)
 
 
@@ -109,6 +114,7 @@ class Forwarder:
 
     __slots__ = (
         "_base",
+        "_going_away",
         "_max_message_bytes",
         "_on_error",
         "_request_drop",
@@ -131,6 +137,7 @@ class Forwarder:
         self._request_drop = _REQUEST_DROP_TRUSTED if trusted_hops else _REQUEST_DROP_UNTRUSTED
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
         self._session: aiohttp.ClientSession | None = None
+        self._going_away = asyncio.Event()
 
     async def start(self) -> None:
         """Create the shared session; call from a running event loop."""
@@ -152,6 +159,11 @@ class Forwarder:
         )
         session._retry_connection = False  # see the module docstring
         self._session = session
+
+    def close_websockets(self) -> None:
+        """Close every relayed websocket, and any opened from now on, with 1001 (going
+        away) to both the client and the upstream; their handlers then end by themselves."""
+        self._going_away.set()
 
     async def close(self) -> None:
         """Close the pool; in-flight forwards fail, so drain requests first."""
@@ -313,18 +325,26 @@ class Forwarder:
                 return client  # the client left during the handshake
             relay = _WebSocketRelay()
             async with asyncio.TaskGroup() as group:
-                group.create_task(
-                    relay.pump(
-                        client, upstream, source_lost=_CLIENT_LOST, sink_lost=_UPSTREAM_LOST
+                pumps = (
+                    group.create_task(
+                        relay.pump(
+                            client, upstream, source_lost=_CLIENT_LOST, sink_lost=_UPSTREAM_LOST
+                        ),
+                        name="websocket client->upstream",
                     ),
-                    name="websocket client->upstream",
-                )
-                group.create_task(
-                    relay.pump(
-                        upstream, client, source_lost=_UPSTREAM_LOST, sink_lost=_CLIENT_LOST
+                    group.create_task(
+                        relay.pump(
+                            upstream, client, source_lost=_UPSTREAM_LOST, sink_lost=_CLIENT_LOST
+                        ),
+                        name="websocket upstream->client",
                     ),
-                    name="websocket upstream->client",
                 )
+                going_away = group.create_task(self._going_away.wait(), name="websocket shutdown")
+                await asyncio.wait((*pumps, going_away), return_when=asyncio.FIRST_COMPLETED)
+                if going_away.done():
+                    await relay.go_away(client, upstream)
+                else:
+                    going_away.cancel()
         finally:
             if not upstream.closed:
                 await upstream.close(code=_CLIENT_LOST)
@@ -358,6 +378,17 @@ class _WebSocketRelay:
 
     def __init__(self) -> None:
         self.closing = False
+
+    async def go_away(self, client: _Socket, upstream: _Socket) -> None:
+        """Close both sides with 1001 (the proxy is shutting down), unless a close has
+        begun; the pumps, woken by the closes, then return."""
+        if self.closing:
+            return
+        self.closing = True
+        await asyncio.gather(
+            client.close(code=_GOING_AWAY, message=_SHUTTING_DOWN),
+            upstream.close(code=_GOING_AWAY, message=_SHUTTING_DOWN),
+        )
 
     async def pump(
         self, source: _Socket, sink: _Socket, *, source_lost: int, sink_lost: int
