@@ -65,7 +65,7 @@ async def _new_connection_refused(mwm: MwmProcess) -> bool:
 
 
 async def test_sigterm_under_steady_load_fails_no_request(upstream: Upstream) -> None:
-    settings = {"MWM_SHUTDOWN__PRESTOP_DELAY_S": "1.5", "MWM_SHUTDOWN__DRAIN_TIMEOUT_S": "20"}
+    settings = {"MWM_SHUTDOWN__PRESTOP_DELAY_S": "2", "MWM_SHUTDOWN__DRAIN_TIMEOUT_S": "20"}
     clients, warm_up_requests = 6, 5
     failures: list[str] = []
     answered: Counter[str] = Counter()
@@ -123,8 +123,9 @@ async def test_sigterm_under_steady_load_fails_no_request(upstream: Upstream) ->
 async def test_readiness_fails_for_the_prestop_delay_before_new_connections_are_refused(
     upstream: Upstream,
 ) -> None:
-    prestop_delay_s = 1.0
-    async with running_mwm(upstream.url, {"MWM_SHUTDOWN__PRESTOP_DELAY_S": "1"}) as mwm:
+    prestop_delay_s = 2.0
+    settings = {"MWM_SHUTDOWN__PRESTOP_DELAY_S": str(prestop_delay_s)}
+    async with running_mwm(upstream.url, settings) as mwm:
         assert (await _readiness(mwm))[0] == 200
         mwm.terminate()
 

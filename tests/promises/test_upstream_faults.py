@@ -306,9 +306,15 @@ async def test_upstream_answering_garbage_gets_502_at_once(
     client: aiohttp.ClientSession, garbage: Garbage
 ) -> None:
     connections: list[asyncio.StreamWriter] = []
+    fixed = False
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer)
+        if fixed:  # speaks HTTP again
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfixed")
+            writer.close()
+            return
         writer.write(garbage.data)
         if garbage.hang_up:
             writer.close()
@@ -324,7 +330,15 @@ async def test_upstream_answering_garbage_gets_502_at_once(
                     problem = await _problem(response, 502)
                 assert "upstream" in problem["detail"]
             # A broken connection is closed, never pooled, even when the upstream keeps it.
-            await _settle(mwm, baseline, client, upstream_port=port)
+            await client.close()
+            await assert_nothing_leaked(mwm, baseline, upstream_port=port)
+
+            fixed = True
+            async with (
+                aiohttp.ClientSession() as user,
+                user.get(f"{mwm.public}/shop") as response,
+            ):
+                assert (response.status, await response.text()) == (200, "fixed")
     finally:
         for writer in connections:
             writer.close()
