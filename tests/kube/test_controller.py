@@ -21,7 +21,7 @@ from controller.snapshot import ServiceReason
 from controller.store import State
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.kube.fakeapi import FakeKubeAPI
-from tests.test_process import run_cli
+from tests.mwmprocess import run_cli
 
 NS = "shop"
 CHECKERS = "/apis/maintenance.mamrezb.com/v1alpha1/namespaces/shop/servicecheckers"
