@@ -26,7 +26,10 @@ A websocket upgrade is relayed message by message: the upstream socket is opened
 (offering the client's subprotocols), the client's is accepted with the one the upstream
 chose, then two pumps copy text, binary, ping and pong frames until either side closes;
 its close code and reason are passed to the other side.  A side that vanishes without a
-close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.
+close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.  On
+shutdown, :meth:`Forwarder.close_websockets` closes every relayed websocket with 1001
+(going away) both ways: a websocket never ends by itself, so waiting for it would hold
+the drain until its timeout and then cut it without a close frame.
 
 A request body over ``max_body_bytes`` is refused with 413 (from ``on_error``): at once
 when its ``Content-Length`` says so, before the upstream is contacted; a chunked one as
@@ -112,7 +115,9 @@ _RELAYED_FRAMES: Final = frozenset(
 # Close codes that describe a missing or broken close frame and may not be sent (RFC 6455
 # section 7.4.1); 0 is what aiohttp reports for a close frame without a code.
 _UNSENDABLE_CLOSE_CODES: Final = frozenset({0, 1005, 1006, 1015})
-_CLIENT_LOST: Final = int(aiohttp.WSCloseCode.GOING_AWAY)
+_GOING_AWAY: Final = int(aiohttp.WSCloseCode.GOING_AWAY)
+_SHUTTING_DOWN: Final = b"proxy shutting down"
+_CLIENT_LOST: Final = _GOING_AWAY
 _UPSTREAM_LOST: Final = int(aiohttp.WSCloseCode.BAD_GATEWAY)
 
 
@@ -126,6 +131,7 @@ class Forwarder:
     __slots__ = (
         "_base",
         "_body_timeout_s",
+        "_going_away",
         "_max_body_bytes",
         "_max_message_bytes",
         "_on_error",
@@ -162,6 +168,7 @@ class Forwarder:
         ) | {name.lower() for name in private_headers}
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
         self._session: aiohttp.ClientSession | None = None
+        self._going_away = asyncio.Event()
 
     async def start(self) -> None:
         """Create the shared session; call from a running event loop."""
@@ -183,6 +190,11 @@ class Forwarder:
         )
         session._retry_connection = False  # see the module docstring
         self._session = session
+
+    def close_websockets(self) -> None:
+        """Close every relayed websocket, and any opened from now on, with 1001 (going
+        away) to both the client and the upstream; their handlers then end by themselves."""
+        self._going_away.set()
 
     async def close(self) -> None:
         """Close the pool; in-flight forwards fail, so drain requests first."""
@@ -384,18 +396,26 @@ class Forwarder:
                 return client  # the client left during the handshake
             relay = _WebSocketRelay()
             async with asyncio.TaskGroup() as group:
-                group.create_task(
-                    relay.pump(
-                        client, upstream, source_lost=_CLIENT_LOST, sink_lost=_UPSTREAM_LOST
+                pumps = (
+                    group.create_task(
+                        relay.pump(
+                            client, upstream, source_lost=_CLIENT_LOST, sink_lost=_UPSTREAM_LOST
+                        ),
+                        name="websocket client->upstream",
                     ),
-                    name="websocket client->upstream",
-                )
-                group.create_task(
-                    relay.pump(
-                        upstream, client, source_lost=_UPSTREAM_LOST, sink_lost=_CLIENT_LOST
+                    group.create_task(
+                        relay.pump(
+                            upstream, client, source_lost=_UPSTREAM_LOST, sink_lost=_CLIENT_LOST
+                        ),
+                        name="websocket upstream->client",
                     ),
-                    name="websocket upstream->client",
                 )
+                going_away = group.create_task(self._going_away.wait(), name="websocket shutdown")
+                await asyncio.wait((*pumps, going_away), return_when=asyncio.FIRST_COMPLETED)
+                if going_away.done():
+                    await relay.go_away(client, upstream)
+                else:
+                    going_away.cancel()
         finally:
             if not upstream.closed:
                 await upstream.close(code=_CLIENT_LOST)
@@ -429,6 +449,17 @@ class _WebSocketRelay:
 
     def __init__(self) -> None:
         self.closing = False
+
+    async def go_away(self, client: _Socket, upstream: _Socket) -> None:
+        """Close both sides with 1001 (the proxy is shutting down), unless a close has
+        begun; the pumps, woken by the closes, then return."""
+        if self.closing:
+            return
+        self.closing = True
+        await asyncio.gather(
+            client.close(code=_GOING_AWAY, message=_SHUTTING_DOWN),
+            upstream.close(code=_GOING_AWAY, message=_SHUTTING_DOWN),
+        )
 
     async def pump(
         self, source: _Socket, sink: _Socket, *, source_lost: int, sink_lost: int

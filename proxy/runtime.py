@@ -8,8 +8,9 @@ work (the state source, the clock) runs as named tasks in one ``TaskGroup``.
 Shutdown order on SIGTERM (the signal handler only sets an event):
 1. report not-ready on ``/readyz`` and keep serving for ``prestop_delay_s``, so the
    Service stops sending new traffic first;
-2. stop accepting on the public listener and let in-flight requests finish for up to
-   ``drain_timeout_s`` (aiohttp's graceful shutdown), then close what is left;
+2. stop accepting on the public listener (logged once it is closed), close relayed
+   websockets with 1001 (going away) both ways, and let in-flight requests finish for up
+   to ``drain_timeout_s`` (aiohttp's graceful shutdown), then close what is left;
 3. stop the background tasks, close the upstream session, close the management listener.
 """
 
@@ -201,7 +202,13 @@ class Runtime:
                     services.lifecycle.draining = True
                     if settings.shutdown.prestop_delay_s > 0:
                         await asyncio.sleep(settings.shutdown.prestop_delay_s)
-                    log.info("shutting down: draining in-flight requests")
+                    for site in public.sites:
+                        await site.stop()  # closes the listening socket at once
+                    log.info(
+                        "shutting down: draining in-flight requests",
+                        extra={"drain_timeout_s": settings.shutdown.drain_timeout_s},
+                    )
+                    forwarder.close_websockets()
                     await public.cleanup()
                     raise _Stopped
             except* _Stopped:

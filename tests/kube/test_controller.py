@@ -26,7 +26,7 @@ from tests.kube.clusters import (
     service,
 )
 from tests.kube.fakeapi import FakeKubeAPI
-from tests.test_process import run_cli
+from tests.mwmprocess import run_cli
 
 
 async def test_seed_servicechecker_is_accepted_and_its_status_keeps_the_seed_shape(

@@ -9,28 +9,25 @@
 - Nothing leaks: once the clients have gone, no socket of theirs is left open in the
   proxy, and its other file descriptors are back to what they were before the load.
 
-The proxy's file descriptors are read from ``/proc/<pid>/fd`` and classified by the TCP
-port each socket is bound to (``/proc/<pid>/net/tcp``).  Waiting for the proxy to notice
-closed connections is done by round trips to its management listener, never by
-sleeping: each one is a pass of its event loop.
+The proxy's file descriptors are read and compared as in the upstream-fault promises
+(:mod:`tests.promises.descriptors`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
-from tests.test_process import Process, _drain_stderr, start_process
+from tests.mwmprocess import start_mwm, stop_mwm
+from tests.promises.descriptors import assert_nothing_leaked, read_descriptors
 
 ACTIVE_CONNECTIONS = 2000
 IDLE_CONNECTIONS = 500
@@ -41,57 +38,10 @@ the README; the bound leaves room for allocator noise, not for a leak)."""
 CONNECTS_IN_FLIGHT = 200
 """Connection attempts at once: under the listen backlog, so no SYN is dropped and
 retried a second later."""
+POOL_SIZE = 100
+"""``MWM_UPSTREAM__POOL_SIZE``'s default: idle upstream connections kept at rest."""
 UPSTREAM_BODY = b"upstream says ok"
 REQUEST = b"GET /load HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: load\r\n\r\n"
-
-
-@dataclass
-class Sockets:
-    """The proxy's file descriptors, by what they are."""
-
-    public: int
-    """Client connections on the public listener (not the listener itself)."""
-    upstream: int
-    """Pooled connections to the upstream."""
-    other: int
-    """Everything else: listeners, the event loop's, pipes, files."""
-
-
-def _ports_by_inode(pid: int) -> dict[str, tuple[int, int, str]]:
-    """Socket inode -> (local port, remote port, TCP state) for the process's namespace."""
-    found = {}
-    for table in ("tcp", "tcp6"):
-        path = Path(f"/proc/{pid}/net/{table}")
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            found[inode] = (
-                int(local.rsplit(":", 1)[1], 16),
-                int(remote.rsplit(":", 1)[1], 16),
-                state,
-            )
-    return found
-
-
-def sockets(pid: int, *, public_port: int, upstream_port: int) -> Sockets:
-    ports = _ports_by_inode(pid)
-    kinds: Counter[str] = Counter()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:
-            continue  # closed while we looked
-        inode = target[len("socket:[") : -1] if target.startswith("socket:[") else None
-        local, remote, state = ports.get(inode, (0, 0, "")) if inode else (0, 0, "")
-        if local == public_port and state != "0A":  # 0A: LISTEN
-            kinds["public"] += 1
-        elif remote == upstream_port:
-            kinds["upstream"] += 1
-        else:
-            kinds["other"] += 1
-    return Sockets(public=kinds["public"], upstream=kinds["upstream"], other=kinds["other"])
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -140,86 +90,70 @@ async def connect(port: int, gate: asyncio.Semaphore) -> Client:
     return Client(reader, writer)
 
 
-async def wait_until(
-    predicate: object, session: aiohttp.ClientSession, management: str, *, rounds: int = 5000
-) -> None:
-    """Poll ``predicate`` between round trips to the proxy's management listener."""
-    assert callable(predicate)
-    for _ in range(rounds):
-        if predicate():
-            return
-        async with session.get(f"{management}/healthz") as response:
-            await response.read()
-    pytest.fail("the proxy did not get there")
-
-
 async def test_thousands_of_connections_are_served_in_bounded_memory_and_released(
     small_upstream: TestServer,
 ) -> None:
-    process: Process = await start_process(
-        small_upstream,
-        {
-            "MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "300",
-            "MWM_LIMITS__HEADER_TIMEOUT_S": "300",
-            "MWM_UPSTREAM__KEEPALIVE_TIMEOUT_S": "300",
-        },
-    )
-    logs = asyncio.create_task(_drain_stderr(process.proc))
-    pid = process.proc.pid
-    port = int(process.public.rsplit(":", 1)[1])
+    extra = {
+        "MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "300",
+        "MWM_LIMITS__HEADER_TIMEOUT_S": "300",
+        "MWM_UPSTREAM__KEEPALIVE_TIMEOUT_S": "300",
+    }
     upstream_port = small_upstream.port
     assert upstream_port is not None
+    process = await start_mwm(str(small_upstream.make_url("")).rstrip("/"), extra)
+    port = URL(process.public).port
+    assert port is not None
 
-    def count() -> Sockets:
-        return sockets(pid, public_port=port, upstream_port=upstream_port)
+    def open_client_connections() -> int:
+        return sum(1 for c in read_descriptors(process.pid).connections if c.local_port == port)
 
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
     clients: list[Client] = []
     try:
-        async with aiohttp.ClientSession() as session:
-            # Warm up (first-use allocations, the upstream pool), then take the baseline.
-            warm = await asyncio.gather(*(connect(port, gate) for _ in range(300)))
-            await asyncio.gather(*(c.request() for c in warm))
-            for client in warm:
-                client.writer.close()
-            await wait_until(lambda: count().public == 0, session, process.management)
-            baseline_sockets = count()
-            baseline = memory(pid)["VmRSS"]
+        # Warm up (first-use allocations, the upstream pool), then take the baseline.
+        warm = await asyncio.gather(*(connect(port, gate) for _ in range(300)))
+        await asyncio.gather(*(c.request() for c in warm))
+        baseline = read_descriptors(process.pid)
+        for client in warm:
+            client.writer.close()
+        await assert_nothing_leaked(
+            process, baseline, upstream_port=upstream_port, idle_upstream_max=POOL_SIZE
+        )
+        baseline = read_descriptors(process.pid)
+        baseline_rss = memory(process.pid)["VmRSS"]
 
-            started = time.monotonic()
-            idle = await asyncio.gather(*(connect(port, gate) for _ in range(IDLE_CONNECTIONS)))
-            clients.extend(idle)
-            await asyncio.gather(*(c.request() for c in idle))  # then they stay idle
-            active = await asyncio.gather(*(connect(port, gate) for _ in range(ACTIVE_CONNECTIONS)))
-            clients.extend(active)
-            # All 2,500 are open now; the active ones make their requests concurrently.
-            for _ in range(REQUESTS_PER_CONNECTION):
-                await asyncio.gather(*(c.request() for c in active))
-            elapsed = time.monotonic() - started
+        started = time.monotonic()
+        idle = await asyncio.gather(*(connect(port, gate) for _ in range(IDLE_CONNECTIONS)))
+        clients.extend(idle)
+        await asyncio.gather(*(c.request() for c in idle))  # then they stay idle
+        active = await asyncio.gather(*(connect(port, gate) for _ in range(ACTIVE_CONNECTIONS)))
+        clients.extend(active)
+        # All 2,500 are open now; the active ones make their requests concurrently.
+        for _ in range(REQUESTS_PER_CONNECTION):
+            await asyncio.gather(*(c.request() for c in active))
+        elapsed = time.monotonic() - started
 
-            under_load = count()
-            used = memory(pid)
-            per_connection = (used["VmHWM"] - baseline) / len(clients)
-            print(
-                f"\n{len(clients)} connections, "
-                f"{ACTIVE_CONNECTIONS * REQUESTS_PER_CONNECTION + IDLE_CONNECTIONS} requests "
-                f"in {elapsed:.1f} s; RSS {baseline / 2**20:.1f} MiB -> "
-                f"{used['VmRSS'] / 2**20:.1f} MiB (peak {used['VmHWM'] / 2**20:.1f} MiB): "
-                f"{per_connection / 1024:.1f} KiB per connection at the peak"
-            )
-            assert under_load.public == len(clients)  # all open at once, none dropped
-            assert per_connection < CONNECTION_BUDGET_BYTES
+        under_load = open_client_connections()
+        used = memory(process.pid)
+        per_connection = (used["VmHWM"] - baseline_rss) / len(clients)
+        print(
+            f"\n{len(clients)} connections, "
+            f"{ACTIVE_CONNECTIONS * REQUESTS_PER_CONNECTION + IDLE_CONNECTIONS} requests "
+            f"in {elapsed:.1f} s; RSS {baseline_rss / 2**20:.1f} MiB -> "
+            f"{used['VmRSS'] / 2**20:.1f} MiB (peak {used['VmHWM'] / 2**20:.1f} MiB): "
+            f"{per_connection / 1024:.1f} KiB per connection at the peak"
+        )
+        assert under_load == len(clients)  # all open at once, none dropped
+        assert per_connection < CONNECTION_BUDGET_BYTES
 
-            for client in clients:
-                client.writer.close()
-            clients.clear()
-            await wait_until(lambda: count().public == 0, session, process.management)
-            after = count()
-            assert after.other == baseline_sockets.other
-            assert after.upstream <= 100  # the pool's size, whatever the load was
+        for client in clients:
+            client.writer.close()
+        clients.clear()
+        # No client socket left, the other descriptors as before, the pool within its size.
+        await assert_nothing_leaked(
+            process, baseline, upstream_port=upstream_port, idle_upstream_max=POOL_SIZE
+        )
     finally:
         for client in clients:
             client.writer.close()
-        process.proc.terminate()
-        await asyncio.wait_for(process.proc.wait(), 20)
-        await logs
+        await stop_mwm(process)

@@ -29,6 +29,7 @@ class ForwardingProxy:
     """A running app whose only handler forwards every request with a Forwarder."""
 
     server: TestServer
+    forwarder: Forwarder
     errors: list[tuple[int, str]] = field(default_factory=list)
     """``(status, reason)`` for every call of the error responder."""
 
@@ -73,6 +74,6 @@ def make_forwarding_proxy(upstream: Upstream, aiohttp_server: AiohttpServer) -> 
         app.cleanup_ctx.append(lifecycle)
         app.router.add_route("*", "/{tail:.*}", handler)
         server = await aiohttp_server(app, shutdown_timeout=2.0)
-        return ForwardingProxy(server=server, errors=errors)
+        return ForwardingProxy(server=server, forwarder=forwarder, errors=errors)
 
     return make

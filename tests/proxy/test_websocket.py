@@ -134,6 +134,36 @@ async def test_a_message_over_the_limit_closes_both_sides(
     assert upstream.ws_close_codes == [aiohttp.WSCloseCode.GOING_AWAY]
 
 
+async def test_closing_websockets_on_shutdown_sends_going_away_both_ways_now_and_later(
+    make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient, upstream: Upstream
+) -> None:
+    proxy = await make_forwarding_proxy()
+    client = await _client(aiohttp_client, proxy)
+
+    async with client.ws_connect("/ws") as open_before:
+        await open_before.send_str("ping")
+        assert await open_before.receive_str() == "ping"
+        proxy.forwarder.close_websockets()
+        before = await open_before.receive()
+    async with client.ws_connect("/ws") as opened_after:
+        after = await opened_after.receive()
+
+    async def both_upstream_sockets_closed() -> None:
+        while len(upstream.ws_close_codes) < 2:
+            upstream.ws_closed.clear()
+            await upstream.ws_closed.wait()
+
+    await asyncio.wait_for(both_upstream_sockets_closed(), CLOSE_TIMEOUT_S)
+
+    for message in (before, after):
+        assert (message.type, message.data, message.extra) == (
+            WSMsgType.CLOSE,
+            aiohttp.WSCloseCode.GOING_AWAY,
+            "proxy shutting down",
+        )
+    assert upstream.ws_close_codes == [aiohttp.WSCloseCode.GOING_AWAY] * 2
+
+
 async def test_an_upstream_refusing_the_websocket_gives_502(
     make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient
 ) -> None:

@@ -21,7 +21,8 @@ Endpoints (anything not listed echoes the request):
   ``download_done`` is set when the handler ends (complete or cut off).
 - ``/upload``: counts and hashes the streamed request body: ``{"size", "sha256"}``.
 - ``/slow``: sets ``slow_arrived``, then answers only once ``slow_release`` is set;
-  with ``?head_bytes=N`` it first sends the head and N of its 2N body bytes.
+  with ``?head_bytes=N`` it first sends the head and N of its 2N body bytes (with a
+  Content-Length, or chunked with ``&chunked=1``).
 - ``/reset``: sends half a status line, then drops the connection.
 - ``/die-mid-body?size=N&sent=M``: promises N bytes, sends M, then drops the connection.
 - ``/ws``: websocket echo (protocols ``chat.v1``, ``chat.v2``); the text ``close:CODE``
@@ -32,6 +33,10 @@ Endpoints (anything not listed echoes the request):
 
 Every request is appended to ``requests`` (method, raw path, headers) for assertions.
 Hooks such as :attr:`Upstream.on_chunk` let a test observe a transfer without polling.
+
+``python -m tests.proxy.upstream [--port N]`` runs it as a process of its own (to kill it
+for real): it prints ``listening <port>`` once serving, then ``slow arrived`` each time a
+``/slow`` request is parked (where it stays: nothing releases it).
 """
 
 from __future__ import annotations
@@ -108,8 +113,8 @@ class Upstream:
         await self.runner.cleanup()
 
 
-async def start_upstream(*, host: str = "127.0.0.1") -> Upstream:
-    """Start the upstream on a free port of ``host``."""
+async def start_upstream(*, host: str = "127.0.0.1", port: int = 0) -> Upstream:
+    """Start the upstream on ``port`` of ``host`` (0: a free one)."""
     app = web.Application()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     upstream_box: list[Upstream] = []
@@ -216,7 +221,10 @@ async def start_upstream(*, host: str = "127.0.0.1") -> Upstream:
         head_bytes = int(request.query.get("head_bytes", "0"))
         if head_bytes:  # send the head and part of the body first, then stall
             response = web.StreamResponse()
-            response.content_length = 2 * head_bytes
+            if request.query.get("chunked") == "1":
+                response.enable_chunked_encoding()
+            else:
+                response.content_length = 2 * head_bytes
             await response.prepare(request)
             await response.write(b"x" * head_bytes)
         current().slow_arrived.set()
@@ -279,7 +287,7 @@ async def start_upstream(*, host: str = "127.0.0.1") -> Upstream:
     app.router.add_route("*", "/{tail:.*}", echo)
 
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = runner.addresses[0][1]
     upstream = Upstream(runner=runner, url=f"http://{host}:{port}")
@@ -299,3 +307,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+async def _serve(port: int) -> None:
+    upstream = await start_upstream(port=port)
+    print(f"listening {upstream.port}", flush=True)
+    while True:
+        await upstream.slow_arrived.wait()
+        upstream.slow_arrived.clear()
+        print("slow arrived", flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The proxy tests' upstream, as a process.")
+    parser.add_argument("--port", type=int, default=0)
+    asyncio.run(_serve(parser.parse_args().port))
