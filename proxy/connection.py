@@ -34,11 +34,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
 from proxy.forwarding import ErrorResponder
 from proxy.metrics import Metrics
+from proxy.pages import SERVER
 from proxy.settings import LimitSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ class PublicConnection(web.RequestHandler):
     ) -> web.StreamResponse:
         refusal = self._refusal(exc)
         if refusal is None:
-            return super().handle_error(request, status, exc, message)
+            response = super().handle_error(request, status, exc, message)
+            response.headers[hdrs.SERVER] = SERVER  # not aiohttp's, with its version
+            return response
         status, reason = refusal
         log.debug("request head refused", extra={"status": status, "client": request.remote})
         self._metrics.rejected[status] += 1
@@ -108,7 +111,7 @@ class PublicConnection(web.RequestHandler):
         return response
 
     def _refusal(self, exc: BaseException | None) -> tuple[int, str] | None:
-        """``(status, reason)`` when ``exc`` is one of the parser's size limits."""
+        """``(status, reason)`` when ``exc`` is the parser's: a size limit, or malformed."""
         limits = self._limits
         if isinstance(exc, LineTooLong):
             # The exception carries the limit it hit; it names the request line only when
@@ -126,6 +129,10 @@ class PublicConnection(web.RequestHandler):
                 f"The request has more than the {limits.max_header_count} header fields "
                 "this site accepts."
             )
+        if isinstance(exc, HttpProcessingError) and exc.code == 400:
+            # aiohttp's own answer quotes the offending bytes back (a header with a token
+            # in it, say) and names its version; ours says only what is wrong.
+            return 400, "The request is malformed; it was not forwarded."
         return None
 
     def _waiting_for_a_request(self) -> bool:

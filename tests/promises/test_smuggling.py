@@ -423,6 +423,11 @@ async def test_ambiguous_framing_is_refused_and_never_reaches_the_upstream(
     # One answer, then the proxy closed: the sentinel behind the attack was never read.
     assert [r.status for r in responses] == [attack.status]
     assert raw_upstream.connections == 0
+    # The answer is ours: it names no server version and quotes none of the bytes sent.
+    [refusal] = responses
+    assert refusal.header("Server") == "mwm"
+    assert b"proxy.test" not in refusal.body
+    assert b"checkout" not in refusal.body
 
 
 @pytest.mark.parametrize("delivery", DELIVERED)
