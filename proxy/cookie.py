@@ -19,7 +19,7 @@ import hmac
 import re
 import secrets
 
-__all__ = ["CookieSigner", "derive_cookie_key"]
+__all__ = ["CookieSigner", "derive_cookie_key", "without_cookie"]
 
 _VERSION = "v1"
 MAX_COOKIE_CHARS = 256
@@ -98,3 +98,18 @@ def derive_cookie_key(*, cookie_secret: str | None, token: str | None) -> bytes 
             token.encode("utf-8", "surrogateescape"), _KEY_LABEL, hashlib.sha256
         ).digest()
     return None
+
+
+def without_cookie(header: str, name: str) -> str | None:
+    """A ``Cookie`` header value without the pairs named ``name``; None when nothing is left.
+
+    The bypass cookie is the proxy's business: forwarded, it would sit in the application's
+    request logs and error reports, where anyone reading them could replay it until it
+    expires.  Other pairs are passed on exactly as sent.
+    """
+    if name not in header:
+        return header
+    kept = [pair for pair in header.split(";") if pair.split("=", 1)[0].strip() != name]
+    if not kept:
+        return None
+    return ";".join(kept).strip()

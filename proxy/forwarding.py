@@ -62,6 +62,7 @@ from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.cookie import without_cookie
 from proxy.forwarded import forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.pages import SERVER
@@ -135,6 +136,7 @@ class Forwarder:
         "_max_body_bytes",
         "_max_message_bytes",
         "_on_error",
+        "_private_cookie",
         "_request_drop",
         "_session",
         "_settings",
@@ -151,9 +153,11 @@ class Forwarder:
         max_body_bytes: int = 0,
         body_timeout_s: float | None = None,
         private_headers: Iterable[str] = (),
+        private_cookie: str | None = None,
     ) -> None:
         """``private_headers`` are request headers meant for the proxy alone (the bypass
-        token's): never forwarded, so the token cannot end up in the application's logs."""
+        token's) and ``private_cookie`` the name of its cookie: never forwarded, so neither
+        can end up in the application's logs."""
         self._settings = settings
         self._trusted_hops = trusted_hops
         self._on_error = on_error
@@ -167,6 +171,7 @@ class Forwarder:
             _REQUEST_DROP_TRUSTED if trusted_hops else _REQUEST_DROP_UNTRUSTED
         ) | {name.lower() for name in private_headers}
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
+        self._private_cookie = private_cookie
         self._session: aiohttp.ClientSession | None = None
         self._going_away = asyncio.Event()
 
@@ -254,6 +259,8 @@ class Forwarder:
     def _upstream_headers(self, request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
         incoming = request.headers
         headers = CIMultiDict(strip_hop_by_hop(incoming.items(), drop=drop))
+        if self._private_cookie is not None and "Cookie" in incoming:
+            _drop_cookie(headers, self._private_cookie)
         host = incoming.get("Host")
         if self._trusted_hops:
             forwarded_for = forwarded_for_header(
@@ -594,6 +601,16 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
+
+
+def _drop_cookie(headers: CIMultiDict[str], name: str) -> None:
+    if not any(name in value for value in headers.getall("Cookie")):
+        return  # the common case: the header stays where it was
+    values = headers.popall("Cookie")
+    for value in values:
+        kept = without_cookie(value, name)
+        if kept is not None:
+            headers.add("Cookie", kept)
 
 
 def _has_no_body(method: str, status: int) -> bool:

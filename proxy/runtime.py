@@ -129,6 +129,7 @@ class Runtime:
             max_body_bytes=settings.limits.max_body_bytes,
             body_timeout_s=settings.limits.body_timeout_s,
             private_headers=(settings.bypass.header_name,),
+            private_cookie=settings.bypass.cookie_name,
         )
         services = self.services = Services(
             settings=settings,

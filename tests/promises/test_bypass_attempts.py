@@ -382,12 +382,20 @@ async def test_admin_path_passes_and_reaches_the_upstream_as_the_checked_path(
     ],
 )
 async def test_genuine_credentials_pass(
-    start_guarded: StartGuarded, recording_upstream: Upstream, attempt: Attempt
+    start_guarded: StartGuarded,
+    recording_upstream: Upstream,
+    attempt: Attempt,
+    request: pytest.FixtureRequest,
 ) -> None:
+    attempt_id = request.node.callspec.id
     proxy = await start_guarded(trusted_hops=attempt.trusted_hops)
     response = await send(proxy, attempt)
     assert response.status == 200
     [arrived] = recording_upstream.requests
     assert arrived.path == "/checkout"
-    assert HEADER not in arrived.headers  # the token is the proxy's: never forwarded
+    # The credentials are the proxy's: never forwarded, other cookies passed as sent.
+    assert HEADER not in arrived.headers
+    assert COOKIE_NAME not in " ".join(arrived.headers.getall("Cookie", []))
+    if "other-cookies" in attempt_id:
+        assert arrived.headers.getall("Cookie") == ["theme=dark; lang=en"]
     assert response.header("Cache-Control") == "private, no-store"

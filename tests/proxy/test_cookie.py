@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.cookie import MAX_COOKIE_CHARS, CookieSigner, derive_cookie_key
+from proxy.cookie import MAX_COOKIE_CHARS, CookieSigner, derive_cookie_key, without_cookie
 
 KEY = b"k" * 32
 LIFETIME_S = 3600
@@ -196,3 +196,18 @@ def test_no_secret_and_no_token_means_no_cookies(
     cookie_secret: str | None, token: str | None
 ) -> None:
     assert derive_cookie_key(cookie_secret=cookie_secret, token=token) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        ("theme=dark", "theme=dark"),
+        ("mwm_bypass=v1.x", None),
+        ("a=1; mwm_bypass=v1.x; b=2", "a=1; b=2"),
+        ("mwm_bypass=1;mwm_bypass=2", None),
+        ("not_mwm_bypass=1; mwm_bypass_other=2", "not_mwm_bypass=1; mwm_bypass_other=2"),
+        ("a=mwm_bypass", "a=mwm_bypass"),
+    ],
+)
+def test_without_cookie_drops_only_the_named_pairs(header: str, kept: str | None) -> None:
+    assert without_cookie(header, "mwm_bypass") == kept
