@@ -42,11 +42,14 @@ of them would leave every other request waiting for one.
 header is not forwarded: the upstream would otherwise wait for a body the client is
 holding back until it hears 100).
 
-aiohttp's one silent retry of idempotent requests on a dropped connection is switched
-off (as aiohttp's own test client does): a proxy should not double the load on an
-upstream that is failing, and a retry would send a streamed body that is already gone.
-Keep ``keepalive_timeout_s`` shorter than the upstream's own keep-alive timeout so a
-pooled connection is not reused just as the upstream closes it.
+A request is sent again, once, on a new connection when its connection broke before any
+byte of the answer came back (reset, or closed by the upstream), but only when that is
+safe and useful: an idempotent method (RFC 9110 section 9.2.2) and no body.  That is
+the race every keep-alive pool meets: the upstream closes an idle connection just as it
+is taken from the pool for the next request (nginx retries those too).  A request with
+a body is never resent: the body has streamed away, and a non-idempotent one could act
+twice.  Keep ``keepalive_timeout_s`` shorter than the upstream's own keep-alive timeout
+so the race stays rare.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from http import HTTPStatus
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp import HttpVersion11, WSMsgType, web
@@ -72,6 +75,10 @@ from proxy.settings import UpstreamSettings
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, status, reason) -> response``, with
 408 or 413 for a refused request body, 502 or 504 for an upstream failure."""
+
+_RESENDABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Idempotent methods (RFC 9110 section 9.2.2): sent again once, without a body, when
+their connection broke before the answer (see the module docstring)."""
 
 BUFFERED_BODY_MAX_BYTES: Final = 64 * 1024
 """Response bodies up to this size, with a known length, are read whole and sent in one
@@ -138,6 +145,7 @@ class Forwarder:
         "_on_error",
         "_private_cookie",
         "_request_drop",
+        "_retrying_session",
         "_session",
         "_settings",
         "_trusted_hops",
@@ -173,6 +181,7 @@ class Forwarder:
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
         self._private_cookie = private_cookie
         self._session: aiohttp.ClientSession | None = None
+        self._retrying_session: aiohttp.ClientSession | None = None
         self._going_away = asyncio.Event()
 
     async def start(self) -> None:
@@ -181,20 +190,26 @@ class Forwarder:
         connector = aiohttp.TCPConnector(
             limit=settings.pool_size, keepalive_timeout=settings.keepalive_timeout_s
         )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=_SKIPPED_AUTO_HEADERS,
-            timeout=aiohttp.ClientTimeout(
+        options: dict[str, Any] = {
+            "cookie_jar": aiohttp.DummyCookieJar(),
+            "auto_decompress": False,
+            "skip_auto_headers": _SKIPPED_AUTO_HEADERS,
+            "timeout": aiohttp.ClientTimeout(
                 total=None,
                 sock_connect=settings.connect_timeout_s,
                 sock_read=settings.read_timeout_s,
             ),
-            trust_env=False,
-        )
-        session._retry_connection = False  # see the module docstring
+            "trust_env": False,
+        }
+        # Two sessions over one pool: aiohttp's retry (one resend of an idempotent request
+        # whose connection broke before the answer) is a per-session switch, on only where
+        # it is safe (see the module docstring).
+        session = aiohttp.ClientSession(connector=connector, **options)
+        session._retry_connection = False
         self._session = session
+        self._retrying_session = aiohttp.ClientSession(
+            connector=connector, connector_owner=False, **options
+        )
 
     def close_websockets(self) -> None:
         """Close every relayed websocket, and any opened from now on, with 1001 (going
@@ -203,6 +218,9 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close the pool; in-flight forwards fail, so drain requests first."""
+        if self._retrying_session is not None:
+            await self._retrying_session.close()
+            self._retrying_session = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -239,6 +257,9 @@ class Forwarder:
             if request.version >= HttpVersion11 and _expects_continue(request):
                 await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
+        if body is None and request.method in _RESENDABLE_METHODS:
+            assert self._retrying_session is not None
+            session = self._retrying_session
         try:
             upstream = await session.request(
                 request.method,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
@@ -339,7 +340,7 @@ async def test_refused_connection_gives_502(
     assert proxy.errors == [(502, "upstream refused the connection")]
 
 
-async def test_connection_reset_before_the_head_gives_502(
+async def test_connection_reset_before_the_head_gives_502_after_one_resend_if_safe(
     make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient, upstream: Upstream
 ) -> None:
     proxy = await make_forwarding_proxy()
@@ -347,12 +348,78 @@ async def test_connection_reset_before_the_head_gives_502(
 
     async with client.get("/reset") as response:
         assert response.status == 502
-
+    # An idempotent request without a body is sent once more on a new connection...
+    assert [r.path for r in upstream.requests] == ["/reset", "/reset"]
     assert len(proxy.errors) == 1
     status, reason = proxy.errors[0]
     assert status == 502
     assert "upstream" in reason
-    assert [r.path for r in upstream.requests] == ["/reset"]  # not retried
+    # (A request with a body is never resent: see the pooled-connection test below.)
+
+
+class OneRequestPerConnection:
+    """A raw upstream that answers the first request on each connection (keep-alive) and
+    closes the connection, unanswered, when a second one arrives on it: the race of an
+    idle pooled connection closed by the upstream just as the proxy reuses it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for answered in (True, False):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                self.received.append(head.split(b" ", 2)[0] + b" " + head.split(b" ", 2)[1])
+                await reader.readexactly(length)
+                if answered:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_pooled_connection_closed_by_the_upstream_is_transparent_for_safe_requests(
+    make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient
+) -> None:
+    upstream = OneRequestPerConnection()
+    proxy = await make_forwarding_proxy(upstream_url=await upstream.start(), pool_size=1)
+    client = await _client(aiohttp_client, proxy)
+    try:
+        for path in ("/a", "/b", "/c"):
+            async with client.get(path) as response:
+                assert response.status == 200
+                assert await response.read() == b"ok"
+        assert proxy.errors == []
+        # /b and /c were each sent on the reused connection, lost, and sent again.
+        assert upstream.received == [b"GET /a", b"GET /b", b"GET /b", b"GET /c", b"GET /c"]
+
+        async with client.post("/order", data=b"x=1") as response:
+            assert response.status == 502  # never resent
+        assert upstream.received[-1] == b"POST /order"
+        assert upstream.received.count(b"POST /order") == 1
+    finally:
+        await upstream.close()
 
 
 async def test_silent_upstream_gives_504_after_the_read_timeout(
