@@ -42,6 +42,16 @@ def service(name: str, namespace: str = NS) -> dict[str, Any]:
     }
 
 
+def switch_configmap(value: str, name: str = "app-config") -> dict[str, Any]:
+    """The ConfigMap switch (``MAINTENANCE_MODE``) named ``name``, holding ``value``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NS},
+        "data": {"MAINTENANCE_MODE": value},
+    }
+
+
 def endpoint_slice(
     service_name: str,
     *,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.kube.clusters import (
     maintenance_off,
     maintenance_on,
     service,
+    switch_configmap,
 )
 from tests.kube.fakeapi import FakeKubeAPI
 from tests.mwmprocess import run_cli
@@ -227,24 +227,16 @@ async def test_open_window_means_maintenance_until_its_end(
 async def test_configmap_switch_is_live_and_bad_values_keep_the_last_one(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
-    def configmap(value: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "app-config", "namespace": NS},
-            "data": {"MAINTENANCE_MODE": value},
-        }
-
-    fake.create(configmap("false"))
+    fake.create(switch_configmap("false"))
     cluster = await start_cluster({"MWM_SOURCE__KUBERNETES__CONFIGMAP_NAME": "app-config"})
     await cluster.wait_for(maintenance_off)
-    fake.update(configmap("true"))
+    fake.update(switch_configmap("true"))
     await cluster.wait_for(maintenance_on)
-    fake.update(configmap("maybe"))
+    fake.update(switch_configmap("maybe"))
     state = await cluster.wait_for(lambda s: bool(s.snapshot.errors))
     assert state.maintenance.active  # the last valid value holds
     assert "MAINTENANCE_MODE" in state.snapshot.errors[0]
-    fake.update(configmap("false"))
+    fake.update(switch_configmap("false"))
     state = await cluster.wait_for(maintenance_off)
     assert state.snapshot.errors == ()
 

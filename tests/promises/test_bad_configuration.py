@@ -30,7 +30,7 @@ import pytest
 
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.controller.test_localsource import write_state
-from tests.kube.clusters import NS, Cluster, ClusterFactory, checker
+from tests.kube.clusters import NS, Cluster, ClusterFactory, checker, switch_configmap
 from tests.kube.fakeapi import FakeKubeAPI
 
 GOOD = """\
@@ -156,18 +156,10 @@ async def test_invalid_configmap_switch_is_logged_and_listed_and_traffic_flows(
     start_cluster: ClusterFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def configmap(value: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "app-config", "namespace": NS},
-            "data": {"MAINTENANCE_MODE": value},
-        }
-
-    fake.create(configmap("false"))
+    fake.create(switch_configmap("false"))
     cluster: Cluster = await start_cluster({"MWM_SOURCE__KUBERNETES__CONFIGMAP_NAME": "app-config"})
     await cluster.wait_for(lambda state: state.snapshot.synced)
-    fake.update(configmap("<script>on</script>"))
+    fake.update(switch_configmap("<script>on</script>"))
     await cluster.wait_for(lambda state: bool(state.snapshot.errors))
     await assert_traffic_flows(cluster.proxy)
     [error] = await status_errors(cluster.proxy)
