@@ -146,8 +146,17 @@ class Runtime:
 
         await forwarder.start()
         log_options = server_log_options(settings)
+        limits = settings.limits
         management = web.AppRunner(
-            build_management_app(services), shutdown_timeout=1.0, **log_options
+            build_management_app(services),
+            shutdown_timeout=1.0,
+            # The public listener's idle timeout and head limits (aiohttp's defaults keep an
+            # idle connection for an hour).
+            keepalive_timeout=limits.keepalive_timeout_s,
+            max_line_size=limits.max_request_line_bytes,
+            max_field_size=limits.max_header_field_bytes,
+            max_headers=limits.max_header_count,
+            **log_options,
         )
         public = web.ServerRunner(
             build_public_server(services, **log_options),

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import pytest
+from yarl import URL
 
 from tests.conftest import ProxyFactory, RunningProxy
 
@@ -500,6 +501,28 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeo
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 200")
         assert await reader.readexactly(2) == b"ok"
+        answered = time.monotonic()
+
+        assert await asyncio.wait_for(reader.read(), SHORT_S + SLACK_S) == b""
+    finally:
+        writer.close()
+    assert time.monotonic() - answered >= SHORT_S
+
+
+async def test_an_idle_management_connection_is_closed_after_the_keepalive_timeout(
+    start_proxy: ProxyFactory, raw_upstream: RawUpstream
+) -> None:
+    proxy = await start(
+        start_proxy, raw_upstream, {"MWM_LIMITS__KEEPALIVE_TIMEOUT_S": str(SHORT_S)}
+    )
+    port = URL(proxy.management_url).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: mwm\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
         answered = time.monotonic()
 
         assert await asyncio.wait_for(reader.read(), SHORT_S + SLACK_S) == b""
