@@ -97,8 +97,10 @@ class UpstreamSettings(SettingsGroup):
     """Time to open a TCP connection to the upstream before answering 504."""
     read_timeout_s: float = Field(default=60.0, gt=0)
     """Longest silence while waiting for the upstream's response head or body, then 504."""
-    pool_size: int = Field(default=100, ge=1)
-    """Keep-alive connections to the upstream kept open at most."""
+    pool_size: int = Field(default=100, ge=0)
+    """Connections to the upstream open at once, at most (0: no limit).  A request beyond
+    the limit waits for one to come free, so size it above the number of long-lived
+    requests the app serves (server-sent events, long polling, websockets, downloads)."""
     keepalive_timeout_s: float = Field(default=4.0, gt=0)
     """Idle keep-alive connections to the upstream are closed after this.  Keep it below the
     upstream's own idle timeout (uvicorn and Node.js: 5 s) so a pooled connection is never

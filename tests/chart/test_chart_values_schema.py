@@ -97,7 +97,7 @@ def test_config_keys_are_the_settings_keys_and_refuse_others() -> None:
     upstream = config["properties"]["upstream"]["properties"]
     assert upstream["url"]["type"] == ["string", "null"]
     assert upstream["pool_size"]["type"] == ["integer", "null"]
-    assert upstream["pool_size"]["minimum"] == 1
+    assert upstream["pool_size"]["minimum"] == 0
     assert config["properties"]["bypass"]["properties"]["path_prefixes"] == {
         "description": upstream_description("bypass", "path_prefixes"),
         "type": ["array", "null"],

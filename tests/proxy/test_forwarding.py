@@ -539,3 +539,22 @@ def test_strip_hop_by_hop_with_extra_names() -> None:
     headers = [("x-forwarded-for", "6.6.6.6"), ("TE", "trailers"), ("Accept", "*/*")]
 
     assert strip_hop_by_hop(headers, drop=drop) == [("Accept", "*/*")]
+
+
+async def test_a_pool_size_of_zero_sets_no_limit_on_concurrent_upstream_requests(
+    make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient, upstream: Upstream
+) -> None:
+    proxy = await make_forwarding_proxy(pool_size=0)
+    client = await _client(aiohttp_client, proxy)
+    parked = [asyncio.create_task(client.get("/slow")) for _ in range(3)]
+
+    async def all_parked() -> None:
+        while sum(r.path == "/slow" for r in upstream.requests) < 3:
+            upstream.slow_arrived.clear()
+            await upstream.slow_arrived.wait()
+
+    await asyncio.wait_for(all_parked(), 5)  # all three reached the app at once
+    upstream.slow_release.set()
+    for response in await asyncio.gather(*parked):
+        assert response.status == 200
+        response.release()
