@@ -12,9 +12,12 @@ the internet, and :class:`PublicConnection` adds them:
   load balancer idle connections must live longer than the balancer's own idle timeout
   (a minute or more), while a head should take a real client a fraction of a second.
   Here a head must be complete within ``header_timeout_s`` of the connection's start, or
-  of the first byte of a later request (the keep-alive timer stops then: the connection
+  of the first bytes of a later request (the keep-alive timer stops then: the connection
   is no longer idle).  When it is not, the connection is closed without an answer, as
-  nginx does: there is no request to answer yet.
+  nginx does: there is no request to answer yet.  The clock is armed only when a read
+  leaves a head incomplete, so a head that arrives whole costs no timer; a partial head
+  that arrives in the same read as a complete one before it is bounded by the keep-alive
+  timer instead, like any idle connection.
 - Answers that say what went wrong.  A request line or header over the parser's limits
   is answered 400 by aiohttp, in plain text, with a logged traceback.  Here it gets the
   error page (as for a 502) with 414 URI Too Long or 431 Request Header Fields Too
@@ -80,12 +83,15 @@ class PublicConnection(web.RequestHandler):
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self._waiting_for_a_request():
-            self._start_header_timer()
+        # A head that arrives whole in one read (nearly every one) needs no timer: the
+        # clock is armed only when a read leaves a new head incomplete.
+        began = self._header_timer is None and self._waiting_for_a_request()
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a head is complete (or refused): stop the clock
             self._stop_header_timer()
+        elif began:
+            self._start_header_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_header_timer()

@@ -442,11 +442,17 @@ async def _healthy_request(proxy: RunningProxy) -> None:
         assert await response.read() == b"ok"
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first-request", "after-a-request"])
 async def test_a_client_dribbling_its_head_is_cut_after_the_header_timeout_while_others_are_served(
-    start_proxy: ProxyFactory, raw_upstream: RawUpstream
+    start_proxy: ProxyFactory, raw_upstream: RawUpstream, first: bool
 ) -> None:
     proxy = await start(start_proxy, raw_upstream, {"MWM_LIMITS__HEADER_TIMEOUT_S": str(SHORT_S)})
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    if not first:  # a keep-alive connection: one whole request answered, then the dribble
+        writer.write(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(2) == b"ok"
     closed = asyncio.create_task(reader.read())  # b"" when the proxy closes the connection
     writer.write(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
     started = time.monotonic()
