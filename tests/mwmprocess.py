@@ -65,15 +65,20 @@ class MwmProcess:
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
-    async def logged(self, message: str, *, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
-        """The first line logged with this ``message``, waiting for it if need be."""
+    async def logged(
+        self, message: str, *, times: int = 1, timeout_s: float = START_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """The ``times``-th line logged with this ``message`` (the first by default; with
+        several workers each logs its own), waiting for it if need be."""
 
         async def first() -> dict[str, Any]:
-            seen = 0
+            seen = found = 0
             while True:
                 for entry in self.logs[seen:]:
                     if entry.get("message") == message:
-                        return entry
+                        found += 1
+                        if found == times:
+                            return entry
                 seen = len(self.logs)
                 if self._reader is not None and self._reader.done():
                     raise AssertionError(

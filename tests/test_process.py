@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.mwmprocess import ADMIN_TOKEN, ROOT, clean_env, run_cli, running_mwm
+from tests.mwmprocess import ADMIN_TOKEN, ROOT, run_cli, running_mwm
 
 
 def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -129,59 +128,34 @@ def _free_port() -> int:
 
 async def test_workers_share_the_ports_and_the_admin_switch(upstream: TestServer) -> None:
     public, management = _free_port(), _free_port()
-    env = clean_env(
-        {
-            "MWM_UPSTREAM__URL": _url(upstream),
-            "MWM_LISTEN__PUBLIC_HOST": "127.0.0.1",
-            "MWM_LISTEN__PUBLIC_PORT": str(public),
-            "MWM_LISTEN__MANAGEMENT_HOST": "127.0.0.1",
-            "MWM_LISTEN__MANAGEMENT_PORT": str(management),
-            "MWM_LISTEN__WORKERS": "2",
-            "MWM_SOURCE__LOCAL__RELOAD_INTERVAL_S": "0.05",
-            "MWM_LOG__FORMAT": "json",
-            "MWM_MANAGEMENT__ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.cli", "run", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    listening = 0
-    while listening < 2:
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
-        assert line, "mwm exited before its workers listened"
-        if json.loads(line).get("message") == "listening":
-            listening += 1
-    assert proc.stderr is not None
-    logs = asyncio.create_task(proc.stderr.read())
-    try:
-        base = f"http://127.0.0.1:{public}"
+    extra = {
+        "MWM_LISTEN__PUBLIC_PORT": str(public),
+        "MWM_LISTEN__MANAGEMENT_PORT": str(management),
+        "MWM_LISTEN__WORKERS": "2",
+        "MWM_SOURCE__LOCAL__RELOAD_INTERVAL_S": "0.05",
+    }
+    async with running_mwm(_url(upstream), extra) as mwm:
+        await mwm.logged("listening", times=2)  # both workers serve the same ports
         async with (
             aiohttp.ClientSession() as admin,
             admin.put(
-                f"http://127.0.0.1:{management}/api/maintenance",
+                f"{mwm.management}/api/maintenance",
                 json={"enabled": True, "reason": "all workers"},
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                headers=mwm.admin_headers,
             ) as response,
         ):
             assert response.status == 200
-        # Fresh connections land on either worker; every one must soon say 503.
-        for _ in range(2000):
-            statuses = set()
-            for _ in range(10):
-                async with (
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
-                    s.get(f"{base}/fast") as response,
-                ):
-                    statuses.add(response.status)
-            if statuses == {503}:
-                break
-        else:
-            pytest.fail("some worker never saw the admin switch")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
-        await logs
+        # The worker that took the call, and the other one through the shared switch.
+        await mwm.logged("maintenance on", times=2, timeout_s=10)
+        # Fresh connections land on either worker: every one says 503.
+        for _ in range(20):
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+                s.get(f"{mwm.public}/fast") as response,
+            ):
+                assert response.status == 503
+        mwm.terminate()
+        assert await mwm.wait() == 0
 
 
 def test_the_clients_url_variable_does_not_stop_the_server() -> None:
