@@ -148,6 +148,7 @@ class Forwarder:
         "_retrying_session",
         "_session",
         "_settings",
+        "_slots",
         "_trusted_hops",
         "_websocket_drop",
     )
@@ -180,6 +181,10 @@ class Forwarder:
         ) | {name.lower() for name in private_headers}
         self._websocket_drop = self._request_drop | _HANDSHAKE_DROP
         self._private_cookie = private_cookie
+        # The pool's limit is kept here rather than by aiohttp's connector, so that waiting
+        # for a free connection has a bound of its own (aiohttp counts it in the connect
+        # timeout, and its error cannot tell a saturated pool from an unreachable app).
+        self._slots = asyncio.Semaphore(settings.pool_size) if settings.pool_size else None
         self._session: aiohttp.ClientSession | None = None
         self._retrying_session: aiohttp.ClientSession | None = None
         self._going_away = asyncio.Event()
@@ -187,9 +192,7 @@ class Forwarder:
     async def start(self) -> None:
         """Create the shared session; call from a running event loop."""
         settings = self._settings
-        connector = aiohttp.TCPConnector(
-            limit=settings.pool_size, keepalive_timeout=settings.keepalive_timeout_s
-        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=settings.keepalive_timeout_s)
         options: dict[str, Any] = {
             "cookie_jar": aiohttp.DummyCookieJar(),
             "auto_decompress": False,
@@ -244,7 +247,12 @@ class Forwarder:
             offered = _offered_protocols(request)
             # A malformed handshake is forwarded as plain HTTP, without its Upgrade.
             if web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
-                return await self._forward_websocket(request, session, url, offered)
+                if (busy := await self._take_slot(request)) is not None:
+                    return busy
+                try:
+                    return await self._forward_websocket(request, session, url, offered)
+                finally:
+                    self._give_slot()
         body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
         if request.body_exists:
             body = request.content
@@ -260,22 +268,54 @@ class Forwarder:
         if body is None and request.method in _RESENDABLE_METHODS:
             assert self._retrying_session is not None
             session = self._retrying_session
+        if (busy := await self._take_slot(request)) is not None:
+            return busy
         try:
-            upstream = await session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-        except TimeoutError as exc:
-            return self._on_error(request, 504, self._timeout_reason(exc))
-        except aiohttp.ClientError as exc:
-            return self._failed(request, exc)
-        try:
-            return await self._relay_response(request, upstream, private=private)
+            try:
+                upstream = await session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+            except TimeoutError as exc:
+                return self._on_error(request, 504, self._timeout_reason(exc))
+            except aiohttp.ClientError as exc:
+                return self._failed(request, exc)
+            try:
+                return await self._relay_response(request, upstream, private=private)
+            finally:
+                upstream.release()
         finally:
-            upstream.release()
+            self._give_slot()
+
+    async def _take_slot(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Take one of the ``pool_size`` upstream slots, or return the 503 page when none
+        came free within ``pool_timeout_s`` (the app is saturated: better a quick answer
+        the client can retry than a wait with no end).  Without a limit, always None."""
+        slots = self._slots
+        if slots is None:
+            return None
+        if not slots.locked():
+            await slots.acquire()  # returns at once
+            return None
+        settings = self._settings
+        try:
+            async with asyncio.timeout(settings.pool_timeout_s):
+                await slots.acquire()
+        except TimeoutError:
+            return self._on_error(
+                request,
+                503,
+                f"all {settings.pool_size} connections to the upstream stayed busy for "
+                f"{settings.pool_timeout_s:g} s",
+            )
+        return None
+
+    def _give_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def _upstream_headers(self, request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
         incoming = request.headers

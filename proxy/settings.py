@@ -101,6 +101,9 @@ class UpstreamSettings(SettingsGroup):
     """Connections to the upstream open at once, at most (0: no limit).  A request beyond
     the limit waits for one to come free, so size it above the number of long-lived
     requests the app serves (server-sent events, long polling, websockets, downloads)."""
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for a free upstream connection when ``pool_size`` are in use; then 503
+    (the app is saturated: a quick answer the client can retry beats an endless wait)."""
     keepalive_timeout_s: float = Field(default=4.0, gt=0)
     """Idle keep-alive connections to the upstream are closed after this.  Keep it below the
     upstream's own idle timeout (uvicorn and Node.js: 5 s) so a pooled connection is never

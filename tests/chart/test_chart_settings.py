@@ -41,6 +41,7 @@ NON_DEFAULT: JsonObject = {
         "connect_timeout_s": 2.5,
         "read_timeout_s": 120,
         "pool_size": 50,
+        "pool_timeout_s": 2.5,
         "keepalive_timeout_s": 3.5,
         "websocket_max_message_bytes": 8388608,  # Go would print a float64 as 8.388608e+06
     },

@@ -558,3 +558,26 @@ async def test_a_pool_size_of_zero_sets_no_limit_on_concurrent_upstream_requests
     for response in await asyncio.gather(*parked):
         assert response.status == 200
         response.release()
+
+
+async def test_no_free_upstream_connection_within_the_pool_timeout_gives_503(
+    make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient, upstream: Upstream
+) -> None:
+    proxy = await make_forwarding_proxy(pool_size=1, pool_timeout_s=0.3)
+    client = await _client(aiohttp_client, proxy)
+    parked = asyncio.create_task(client.get("/slow"))  # holds the one connection
+    await asyncio.wait_for(upstream.slow_arrived.wait(), 5)
+
+    async with client.get("/echo") as response:  # no connection comes free in time
+        assert response.status == 503
+    assert proxy.errors == [
+        (503, "all 1 connections to the upstream stayed busy for 0.3 s"),
+    ]
+    assert [r.path for r in upstream.requests] == ["/slow"]  # it never reached the app
+
+    upstream.slow_release.set()
+    async with await parked as response:
+        assert response.status == 200
+    async with client.get("/echo") as response:  # the connection is free again
+        assert response.status == 200
+    assert [r.path for r in upstream.requests] == ["/slow", "/echo"]
