@@ -9,6 +9,7 @@ costs a dict lookup and one write.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import time
@@ -69,6 +70,14 @@ SERVICES_KEY = web.AppKey("services", Services)
 def page_response(page: RenderedPage) -> web.Response:
     """An aiohttp response for a pre-rendered page (aiohttp drops the body for HEAD)."""
     return web.Response(status=page.status, body=page.body, headers=page.headers)
+
+
+def error_response(
+    renderer: PageRenderer, request: web.BaseRequest, status: int, reason: str
+) -> web.Response:
+    """The error page (502, 504, 413, 431...) for ``request``, in the format it accepts."""
+    fmt = negotiate(request.headers.get(hdrs.ACCEPT))
+    return page_response(renderer.error_page(status, reason, fmt))
 
 
 def refusal_response(refused: Refusal) -> web.Response:
@@ -252,15 +261,10 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
     ``Content-Encoding`` (aiohttp would inflate them and forward the inflated bytes
     under the compressed length), and the body limit counts the bytes on the wire."""
     handler = PublicHandler(services)
-
-    def refuse(request: web.BaseRequest, status: int, reason: str) -> web.Response:
-        fmt = negotiate(request.headers.get(hdrs.ACCEPT))
-        return page_response(services.renderer.error_page(status, reason, fmt))
-
     return PublicServer(
         handler.handle,
         limits=services.settings.limits,
-        refuse=refuse,
+        refuse=functools.partial(error_response, services.renderer),
         metrics=services.metrics,
         auto_decompress=False,
         **log_options,

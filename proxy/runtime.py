@@ -32,9 +32,8 @@ from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
 from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
-from proxy.negotiation import negotiate
 from proxy.pages import PageRenderer
-from proxy.public import Services, build_public_server, page_response
+from proxy.public import Services, build_public_server, error_response
 from proxy.serverlog import server_log_options
 from proxy.settings import Settings
 from proxy.sharedswitch import SharedSwitch
@@ -119,8 +118,7 @@ class Runtime:
                 metrics.upstream_errors[status] += 1
             else:  # 408, 413: the request was refused, the upstream did nothing wrong
                 metrics.rejected[status] += 1
-            fmt = negotiate(request.headers.get("Accept"))
-            return page_response(self.renderer.error_page(status, reason, fmt))
+            return error_response(self.renderer, request, status, reason)
 
         forwarder = Forwarder(
             settings.upstream,
