@@ -116,6 +116,12 @@ class ObjectList:
     resource_version: str
 
 
+def _describe(exc: BaseException) -> str:
+    """An exception for ``/status`` and the logs: its message (aiohttp's say which host and
+    why, without the connection key's internals a repr carries), or its type."""
+    return str(exc) or type(exc).__name__
+
+
 UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, TimeoutError)
 """What a request through the typed client raises when the API cannot be reached (for
 :mod:`controller.leadership`, whose library call does not go through :class:`KubeApi`)."""
@@ -225,7 +231,7 @@ class KubeApi:
                 or aiohttp.ClientTimeout(total=self._request_timeout_s),
             )
         except (aiohttp.ClientError, OSError) as exc:
-            raise KubeError(f"cannot reach the Kubernetes API: {exc!r}") from exc
+            raise KubeError(f"cannot reach the Kubernetes API: {_describe(exc)}") from exc
         except TimeoutError as exc:
             raise KubeError("the Kubernetes API did not answer in time") from exc
         except ApiException as exc:
@@ -249,7 +255,7 @@ class KubeApi:
         try:
             data = await response.json(content_type=None)
         except (aiohttp.ClientError, ValueError, TimeoutError) as exc:
-            raise KubeError(f"unreadable answer from the Kubernetes API: {exc!r}") from exc
+            raise KubeError(f"unreadable answer from the Kubernetes API: {_describe(exc)}") from exc
         finally:
             response.release()
         if not isinstance(data, dict):
