@@ -22,6 +22,7 @@ from typing import Any
 
 from controller.localspec import LocalConfigError, parse_local_file
 from controller.settings import SourceKind
+from proxy.filelimit import raise_open_file_limit
 from proxy.logs import configure_logging
 from proxy.pages import PageRenderer
 from proxy.settings import Settings, SettingsError, load_settings
@@ -68,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(problems)
         return EXIT_CONFIG
     configure_logging(settings.log)
+    raise_open_file_limit()  # before the workers start: they inherit it
     from proxy.runtime import Runtime, StartupError
     from proxy.workers import run_workers, switch_dir, worker_index
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.mwmprocess import ADMIN_TOKEN, ROOT, run_cli, running_mwm
+from tests.mwmprocess import ADMIN_TOKEN, ROOT, run_cli, running_mwm, start_mwm, stop_mwm
 
 
 def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -175,3 +176,25 @@ def test_the_cluster_less_mode_does_not_load_the_kubernetes_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def _open_file_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-file limit in /proc")
+
+
+async def test_run_raises_its_open_file_limit_to_the_hard_ceiling(upstream: TestServer) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard > 256, "this test needs a hard open-file limit above 256"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited by the child
+    try:
+        mwm = await start_mwm(_url(upstream))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        expected = hard if hard != resource.RLIM_INFINITY else 1_048_576
+        assert _open_file_limit(mwm.pid) == expected  # thousands of connections, not 256
+    finally:
+        await stop_mwm(mwm)

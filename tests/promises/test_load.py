@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from proxy.filelimit import raise_open_file_limit
 from tests.mwmprocess import start_mwm, stop_mwm
 from tests.promises.descriptors import assert_nothing_leaked, read_descriptors
 
@@ -93,6 +94,10 @@ async def connect(port: int, gate: asyncio.Semaphore) -> Client:
 async def test_thousands_of_connections_are_served_in_bounded_memory_and_released(
     small_upstream: TestServer,
 ) -> None:
+    # This process holds the clients' ends (and the upstream's), mwm the same number plus
+    # its pool: as mwm does, raise the soft open-file limit (1,024 on many systems).
+    needed = ACTIVE_CONNECTIONS + IDLE_CONNECTIONS + POOL_SIZE + 200
+    assert raise_open_file_limit() >= needed, f"the test needs `ulimit -Hn` >= {needed}"
     extra = {
         "MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "300",
         "MWM_LIMITS__HEADER_TIMEOUT_S": "300",
