@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory
+from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory, RunningProxy
+from tests.promises.rawhttp import exchange
 
 
 async def test_forwards_when_maintenance_is_off(start_proxy: ProxyFactory) -> None:
@@ -353,34 +353,10 @@ async def test_head_gets_the_maintenance_headers_without_a_body(
         assert await response.read() == b""
 
 
-async def _exchange(url: str, raw: bytes) -> bytes:
-    """Send raw bytes and read until the proxy closes the connection or goes quiet."""
-    target = URL(url)
-    reader, writer = await asyncio.open_connection(target.host, target.port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        received = b""
-        while chunk := await asyncio.wait_for(reader.read(65536), timeout=5):
-            received += chunk
-        return received
-    finally:
-        writer.close()
-
-
-def _split_responses(data: bytes) -> list[tuple[str, dict[str, list[str]], bytes]]:
-    responses = []
-    while data:
-        head, _, data = data.partition(b"\r\n\r\n")
-        status, *lines = head.decode("latin-1").split("\r\n")
-        headers: dict[str, list[str]] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers.setdefault(name.lower(), []).append(value.strip())
-        length = int(headers["content-length"][0])
-        responses.append((status, headers, data[:length]))
-        data = data[length:]
-    return responses
+def _port(proxy: RunningProxy) -> int:
+    port = URL(proxy.public_url).port
+    assert port is not None
+    return port
 
 
 async def test_pipelined_blocked_requests_each_get_one_complete_page(
@@ -392,16 +368,16 @@ async def test_pipelined_blocked_requests_each_get_one_complete_page(
         expected_body = await page.read()
     request = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\n\r\n"
     last = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    responses = _split_responses(await _exchange(proxy.public_url, request * 3 + last))
+    responses = await exchange(_port(proxy), request * 3 + last)
     assert len(responses) == 4
-    for status, headers, body in responses:
-        assert status == "HTTP/1.1 503 Service Unavailable"
-        assert body == expected_body
+    for response in responses:
+        assert response.status_line == "HTTP/1.1 503 Service Unavailable"
+        assert response.body == expected_body
         for name in ("date", "server", "content-length", "content-type", "retry-after"):
-            assert len(headers[name]) == 1, (name, headers)
-        assert headers["server"] == ["mwm"]
-        assert email.utils.parsedate_to_datetime(headers["date"][0]).tzinfo is not None
-    assert responses[-1][1]["connection"] == ["close"]
+            assert len(response.values(name)) == 1, (name, response.headers)
+        assert response.values("server") == ["mwm"]
+        assert email.utils.parsedate_to_datetime(response.values("date")[0]).tzinfo is not None
+    assert responses[-1].values("connection") == ["close"]
 
 
 async def test_pipelined_forwarded_requests_each_get_their_own_complete_answer(
@@ -410,23 +386,20 @@ async def test_pipelined_forwarded_requests_each_get_their_own_complete_answer(
     proxy = await start_proxy()
     requests = b"".join(f"GET /item/{n} HTTP/1.1\r\nHost: shop\r\n\r\n".encode() for n in range(3))
     requests += b"GET /item/3 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
-    responses = _split_responses(await _exchange(proxy.public_url, requests))
-    assert [json.loads(body)["path"] for _, _, body in responses] == [
-        f"/item/{n}" for n in range(4)
-    ]
-    for status, headers, _ in responses:
-        assert status == "HTTP/1.1 200 OK"
-        assert len(headers["date"]) == 1
-        assert headers["cache-control"] == ["public, max-age=60"]
+    responses = await exchange(_port(proxy), requests)
+    assert [response.json()["path"] for response in responses] == [f"/item/{n}" for n in range(4)]
+    for response in responses:
+        assert response.status_line == "HTTP/1.1 200 OK"
+        assert len(response.values("date")) == 1
+        assert response.values("cache-control") == ["public, max-age=60"]
 
 
 async def test_http_1_0_gets_the_page_and_a_closed_connection(start_proxy: ProxyFactory) -> None:
     proxy = await start_proxy()
     await proxy.switch(enabled=True)
-    raw = await _exchange(proxy.public_url, b"GET / HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
-    [(status, headers, body)] = _split_responses(raw)
-    assert status == "HTTP/1.0 503 Service Unavailable"
-    assert len(body) == int(headers["content-length"][0]) > 0
+    [response] = await exchange(_port(proxy), b"GET / HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
+    assert response.status_line == "HTTP/1.0 503 Service Unavailable"
+    assert len(response.body) == int(response.values("content-length")[0]) > 0
 
 
 async def test_window_in_the_file_opens_and_ends_by_itself(

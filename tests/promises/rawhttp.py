@@ -57,11 +57,18 @@ class RawResponse:
     status: int
     headers: tuple[Header, ...]
     body: bytes
+    status_line: str = ""
+    """As sent: ``HTTP/1.1 503 Service Unavailable``."""
 
     def header(self, name: str) -> str | None:
         """The first value of ``name`` (case-insensitive), or None."""
         wanted = name.lower()
         return next((v for k, v in self.headers if k.lower() == wanted), None)
+
+    def values(self, name: str) -> list[str]:
+        """Every value of ``name`` (case-insensitive), in order."""
+        wanted = name.lower()
+        return [v for k, v in self.headers if k.lower() == wanted]
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -129,7 +136,7 @@ def parse_responses(data: bytes) -> list[RawResponse]:
             body, data = _dechunk(rest)
         else:
             body, data = rest, b""
-        responses.append(RawResponse(response.status, headers, body))
+        responses.append(RawResponse(response.status, headers, body, status_line))
     return responses
 
 
