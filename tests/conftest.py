@@ -30,6 +30,17 @@ class RunningProxy:
     session: aiohttp.ClientSession
 
     @property
+    def public_port(self) -> int:
+        """The public listener's port, for raw-socket clients."""
+        assert self.runtime.ports is not None
+        return self.runtime.ports.public
+
+    @property
+    def management_port(self) -> int:
+        assert self.runtime.ports is not None
+        return self.runtime.ports.management
+
+    @property
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory, RunningProxy
+from tests.conftest import ADMIN_TOKEN, BYPASS_TOKEN, ProxyFactory
 from tests.promises.rawhttp import exchange
 
 
@@ -353,12 +353,6 @@ async def test_head_gets_the_maintenance_headers_without_a_body(
         assert await response.read() == b""
 
 
-def _port(proxy: RunningProxy) -> int:
-    port = URL(proxy.public_url).port
-    assert port is not None
-    return port
-
-
 async def test_pipelined_blocked_requests_each_get_one_complete_page(
     start_proxy: ProxyFactory,
 ) -> None:
@@ -368,7 +362,7 @@ async def test_pipelined_blocked_requests_each_get_one_complete_page(
         expected_body = await page.read()
     request = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\n\r\n"
     last = b"GET /shop HTTP/1.1\r\nHost: shop\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    responses = await exchange(_port(proxy), request * 3 + last)
+    responses = await exchange(proxy.public_port, request * 3 + last)
     assert len(responses) == 4
     for response in responses:
         assert response.status_line == "HTTP/1.1 503 Service Unavailable"
@@ -386,7 +380,7 @@ async def test_pipelined_forwarded_requests_each_get_their_own_complete_answer(
     proxy = await start_proxy()
     requests = b"".join(f"GET /item/{n} HTTP/1.1\r\nHost: shop\r\n\r\n".encode() for n in range(3))
     requests += b"GET /item/3 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
-    responses = await exchange(_port(proxy), requests)
+    responses = await exchange(proxy.public_port, requests)
     assert [response.json()["path"] for response in responses] == [f"/item/{n}" for n in range(4)]
     for response in responses:
         assert response.status_line == "HTTP/1.1 200 OK"
@@ -397,7 +391,7 @@ async def test_pipelined_forwarded_requests_each_get_their_own_complete_answer(
 async def test_http_1_0_gets_the_page_and_a_closed_connection(start_proxy: ProxyFactory) -> None:
     proxy = await start_proxy()
     await proxy.switch(enabled=True)
-    [response] = await exchange(_port(proxy), b"GET / HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
+    [response] = await exchange(proxy.public_port, b"GET / HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
     assert response.status_line == "HTTP/1.0 503 Service Unavailable"
     assert len(response.body) == int(response.values("content-length")[0]) > 0
 

@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import pytest
-from yarl import URL
 
 from tests.conftest import ProxyFactory, RunningProxy
 
@@ -141,10 +140,6 @@ async def start(
     return await start_proxy({"MWM_UPSTREAM__URL": upstream.url, **(env or {})})
 
 
-def port_of(proxy: RunningProxy) -> int:
-    return int(proxy.public_url.rsplit(":", 1)[1])
-
-
 @dataclass
 class Answer:
     status: int
@@ -166,7 +161,7 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
 
 async def exchange(proxy: RunningProxy, data: bytes) -> Answer:
     """Send raw bytes on a new connection and read the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         writer.write(data)
         return await read_answer(reader)
@@ -239,7 +234,7 @@ async def test_a_chunked_body_growing_past_the_limit_is_cut_and_the_upstream_nev
     start_proxy: ProxyFactory, raw_upstream: RawUpstream
 ) -> None:
     proxy = await start(start_proxy, raw_upstream, {"MWM_LIMITS__MAX_BODY_BYTES": "4096"})
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         writer.write(b"POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n")
         writer.write(b"800\r\n" + b"b" * 2048 + b"\r\n")
@@ -292,7 +287,7 @@ async def test_a_body_that_stops_arriving_is_cut_with_408_and_frees_the_upstream
         raw_upstream,
         {"MWM_LIMITS__BODY_TIMEOUT_S": str(SHORT_S), "MWM_UPSTREAM__POOL_SIZE": "1"},
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         writer.write(
             b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\n" + b"b" * 10
@@ -447,7 +442,7 @@ async def test_a_client_dribbling_its_head_is_cut_after_the_header_timeout_while
     start_proxy: ProxyFactory, raw_upstream: RawUpstream, first: bool
 ) -> None:
     proxy = await start(start_proxy, raw_upstream, {"MWM_LIMITS__HEADER_TIMEOUT_S": str(SHORT_S)})
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     if not first:  # a keep-alive connection: one whole request answered, then the dribble
         writer.write(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -485,7 +480,7 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
 ) -> None:
     proxy = await start(start_proxy, raw_upstream, {"MWM_LIMITS__HEADER_TIMEOUT_S": str(SHORT_S)})
     started = time.monotonic()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         assert await asyncio.wait_for(reader.read(), SHORT_S + SLACK_S) == b""
     finally:
@@ -501,7 +496,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeo
         raw_upstream,
         {"MWM_LIMITS__KEEPALIVE_TIMEOUT_S": str(SHORT_S), "MWM_LIMITS__HEADER_TIMEOUT_S": "60"},
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         writer.write(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -521,8 +516,7 @@ async def test_an_idle_management_connection_is_closed_after_the_keepalive_timeo
     proxy = await start(
         start_proxy, raw_upstream, {"MWM_LIMITS__KEEPALIVE_TIMEOUT_S": str(SHORT_S)}
     )
-    port = URL(proxy.management_url).port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.management_port)
     try:
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: mwm\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -539,7 +533,7 @@ async def test_an_idle_management_connection_is_closed_after_the_keepalive_timeo
 
 async def _outlast_the_header_timeout(proxy: RunningProxy) -> None:
     """Return once a silent connection has been cut: the header timeout has passed."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         assert await asyncio.wait_for(reader.read(), SHORT_S + SLACK_S) == b""
     finally:
@@ -559,7 +553,7 @@ async def test_the_header_and_keepalive_timeouts_never_cut_a_slow_body_or_a_slow
     )
     # Both timeouts are equal, so outlasting the header timeout outlasts both.
     raw_upstream.release.clear()  # the upstream answers only when told
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         writer.write(
             b"POST /slow HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
@@ -588,7 +582,7 @@ async def test_the_header_timeout_never_cuts_a_keep_alive_connection_between_req
         raw_upstream,
         {"MWM_LIMITS__HEADER_TIMEOUT_S": str(SHORT_S), "MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "60"},
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     try:
         # A body arriving in two parts: bytes that come while a request is in progress
         # must not start a header clock.

@@ -399,11 +399,6 @@ async def start(start_proxy: ProxyFactory, upstream: RawUpstream) -> RunningProx
     return proxy
 
 
-def public_port(proxy: RunningProxy) -> int:
-    assert proxy.runtime.ports is not None
-    return proxy.runtime.ports.public
-
-
 def assert_delivered_once(upstream: RawUpstream, expected: Delivery, *, then: list[str]) -> None:
     assert upstream.malformed == []
     arrived = [(r.method, r.target) for r in upstream.requests]
@@ -419,7 +414,7 @@ async def test_ambiguous_framing_is_refused_and_never_reaches_the_upstream(
     http_parser: str, start_proxy: ProxyFactory, raw_upstream: RawUpstream, attack: Attack
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
-    responses = await exchange(public_port(proxy), attack.data + SENTINEL)
+    responses = await exchange(proxy.public_port, attack.data + SENTINEL)
     # One answer, then the proxy closed: the sentinel behind the attack was never read.
     assert [r.status for r in responses] == [attack.status]
     assert raw_upstream.connections == 0
@@ -435,7 +430,7 @@ async def test_well_framed_request_arrives_as_exactly_one_request(
     http_parser: str, start_proxy: ProxyFactory, raw_upstream: RawUpstream, delivery: Delivery
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
-    responses = await exchange(public_port(proxy), delivery.data + SENTINEL)
+    responses = await exchange(proxy.public_port, delivery.data + SENTINEL)
     assert [r.status for r in responses] == [200, 200]
     assert_delivered_once(raw_upstream, delivery, then=["/admin/sentinel"])
 
@@ -445,7 +440,7 @@ async def test_parser_corners_are_refused_or_delivered_intact(
     http_parser: str, start_proxy: ProxyFactory, raw_upstream: RawUpstream, delivery: Delivery
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
-    responses = await exchange(public_port(proxy), delivery.data + SENTINEL)
+    responses = await exchange(proxy.public_port, delivery.data + SENTINEL)
     if [r.status for r in responses] == [400]:
         assert raw_upstream.connections == 0
     else:
@@ -458,7 +453,7 @@ async def test_upgrade_to_an_unrelayed_protocol_is_answered_then_the_connection_
     http_parser: str, start_proxy: ProxyFactory, raw_upstream: RawUpstream, delivery: Delivery
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
-    responses = await exchange(public_port(proxy), delivery.data + SMUGGLED + SENTINEL)
+    responses = await exchange(proxy.public_port, delivery.data + SMUGGLED + SENTINEL)
     assert [r.status for r in responses] == [200]
     assert (responses[0].header("Connection") or "").lower() == "close"
     assert_delivered_once(raw_upstream, delivery, then=[])
@@ -474,7 +469,7 @@ async def test_only_http_1_0_and_1_1_are_spoken(
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
     data = message(f"GET /admin/target {version}", HOST, "Connection: close")
-    responses = await exchange(public_port(proxy), data)
+    responses = await exchange(proxy.public_port, data)
     assert [r.status for r in responses] in ([400], [505])
     assert raw_upstream.connections == 0
 
@@ -483,7 +478,7 @@ async def test_http_0_9_request_line_is_not_forwarded(
     http_parser: str, start_proxy: ProxyFactory, raw_upstream: RawUpstream
 ) -> None:
     proxy = await start(start_proxy, raw_upstream)
-    responses = await exchange(public_port(proxy), b"GET /admin/target\r\n\r\n")
+    responses = await exchange(proxy.public_port, b"GET /admin/target\r\n\r\n")
     assert [r.status for r in responses] in ([400], [505])
     assert raw_upstream.connections == 0
 
@@ -498,6 +493,6 @@ async def test_chunk_size_beyond_64_bits_is_refused(
     proxy = await start(start_proxy, raw_upstream)
     size = b"1" + b"0" * 16 + b"5"  # 2**64 + 5, with 2**64 wrapping to 0 in a 64-bit parser
     data = message(POST, HOST, CHUNKED, body=size + b"\r\nhello\r\n0\r\n\r\n" + SMUGGLED)
-    responses = await exchange(public_port(proxy), data + SENTINEL)
+    responses = await exchange(proxy.public_port, data + SENTINEL)
     assert [r.status for r in responses] == [400]
     assert raw_upstream.connections == 0
