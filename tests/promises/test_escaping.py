@@ -71,9 +71,7 @@ def element_names(html: str) -> set[str]:
 
 async def fetch(proxy: RunningProxy, accept: str, path: str = "/") -> RawResponse:
     assert proxy.runtime.ports is not None
-    [response] = await exchange(
-        proxy.runtime.ports.public, request("GET", path, [("Accept", accept)])
-    )
+    [response] = await exchange(proxy.public_port, request("GET", path, [("Accept", accept)]))
     return response
 
 
@@ -219,7 +217,7 @@ async def test_public_listener_never_serves_management_documents(
     proxy = await start_proxy({"MWM_UPSTREAM__URL": recording_upstream.url})
     headers = [("Accept", "application/json"), ("Authorization", f"Bearer {ADMIN_TOKEN}")]
     assert proxy.runtime.ports is not None
-    port = proxy.runtime.ports.public
+    port = proxy.public_port
     [forwarded] = await exchange(port, request("GET", path, headers))
     assert forwarded.status == 200  # the application's own path, forwarded
     assert [r.path for r in recording_upstream.requests] == [path]
@@ -288,7 +286,7 @@ async def test_no_secret_appears_in_any_response_or_log_line(
         }
     )
     assert proxy.runtime.ports is not None
-    public, management = proxy.runtime.ports.public, proxy.runtime.ports.management
+    public, management = proxy.public_port, proxy.management_port
     admin = ("Authorization", f"Bearer {ADMIN_TOKEN}")
     wire = [
         (public, request("GET", "/shop?q=1", [("Accept", "text/html")])),

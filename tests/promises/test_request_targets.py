@@ -125,7 +125,7 @@ async def test_traffic_goes_to_the_configured_upstream_or_nowhere(
     evil = f"127.0.0.1:{evil_server.port}"
     # A refused request is answered before anything could be forwarded, so the answer
     # suffices; after a refused CONNECT aiohttp may keep draining the "tunnel" for a while.
-    responses = await exchange(proxy.runtime.ports.public, case.build(evil), until_eof=False)
+    responses = await exchange(proxy.public_port, case.build(evil), until_eof=False)
     if case.forwarded:
         assert [r.status for r in responses] == [200]
         target = case.target.format(evil=evil)
@@ -147,7 +147,7 @@ async def test_bytes_after_a_refused_connect_are_never_read_as_requests(
     assert proxy.runtime.ports is not None
     tunnel = request("GET", "/page")  # what a tunnel user sent, looking like a request
     responses = await exchange(
-        proxy.runtime.ports.public, request("CONNECT", "127.0.0.1:5", close=False) + tunnel
+        proxy.public_port, request("CONNECT", "127.0.0.1:5", close=False) + tunnel
     )
     assert [(r.status, r.header("Connection")) for r in responses] == [(400, "close")]
     assert raw_upstream.connections == 0
