@@ -318,7 +318,6 @@ def start_guarded(start_proxy: ProxyFactory, recording_upstream: Upstream) -> St
 
 
 async def send(proxy: RunningProxy, attempt: Attempt) -> RawResponse:
-    assert proxy.runtime.ports is not None
     headers = (("Accept", "application/json"), *attempt.headers)
     [response] = await exchange(proxy.public_port, request(attempt.method, attempt.target, headers))
     return response

@@ -70,7 +70,6 @@ def element_names(html: str) -> set[str]:
 
 
 async def fetch(proxy: RunningProxy, accept: str, path: str = "/") -> RawResponse:
-    assert proxy.runtime.ports is not None
     [response] = await exchange(proxy.public_port, request("GET", path, [("Accept", accept)]))
     return response
 
@@ -216,7 +215,6 @@ async def test_public_listener_never_serves_management_documents(
 ) -> None:
     proxy = await start_proxy({"MWM_UPSTREAM__URL": recording_upstream.url})
     headers = [("Accept", "application/json"), ("Authorization", f"Bearer {ADMIN_TOKEN}")]
-    assert proxy.runtime.ports is not None
     port = proxy.public_port
     [forwarded] = await exchange(port, request("GET", path, headers))
     assert forwarded.status == 200  # the application's own path, forwarded
@@ -285,7 +283,6 @@ async def test_no_secret_appears_in_any_response_or_log_line(
             "MWM_LOG__LEVEL": "DEBUG",
         }
     )
-    assert proxy.runtime.ports is not None
     public, management = proxy.public_port, proxy.management_port
     admin = ("Authorization", f"Bearer {ADMIN_TOKEN}")
     wire = [
