@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from http import HTTPStatus
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -68,7 +67,7 @@ from yarl import URL
 from proxy.cookie import without_cookie
 from proxy.forwarded import forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
-from proxy.pages import SERVER
+from proxy.pages import SERVER, http_head, status_phrase
 from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import UpstreamSettings
 
@@ -640,10 +639,8 @@ def _prebuilt(
     status = upstream.status
     if status < 200 or status in (204, 304):
         return None
-    lines = [f"HTTP/1.1 {status} {upstream.reason or _reason(status)}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    text = "".join(lines)
-    if text.count("\n") != len(lines):
+    text = http_head(status, upstream.reason or status_phrase(status), headers)
+    if text.count("\n") != len(headers) + 1:
         return None  # a line break inside a name or value: never relay it as is
     try:
         # aiohttp's parser decoded the upstream's bytes with surrogateescape: this
@@ -655,13 +652,6 @@ def _prebuilt(
     if not framed and body:
         return None
     return PrebuiltResponse(status=status, head=head, body=body, dated="Date" in upstream.headers)
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 def _drop_cookie(headers: CIMultiDict[str], name: str) -> None:

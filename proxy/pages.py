@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -115,13 +115,13 @@ class RenderedPage:
     and the closing blank line), serialized once for :mod:`proxy.prebuilt`."""
 
     def __post_init__(self) -> None:
-        lines = [f"HTTP/1.1 {self.status} {_status_phrase(self.status)}"]
-        lines.extend(f"{name}: {value}" for name, value in self.headers)
-        lines.append(f"Content-Length: {len(self.body)}")
-        # Header values are ours (settings, fixed strings, dates): latin-1 like aiohttp's.
-        object.__setattr__(
-            self, "wire_head", "".join(f"{line}\r\n" for line in lines).encode("latin-1")
+        head = http_head(
+            self.status,
+            status_phrase(self.status),
+            (*self.headers, ("Content-Length", str(len(self.body)))),
         )
+        # Header values are ours (settings, fixed strings, dates): latin-1 like aiohttp's.
+        object.__setattr__(self, "wire_head", head.encode("latin-1"))
 
 
 SERVER = "mwm"
@@ -206,7 +206,7 @@ class PageRenderer:
         page = self._errors.get(key)
         if page is not None:
             return page
-        title = _status_phrase(status)
+        title = status_phrase(status)
         context = self._error_context(status, reason)
         body = self._render(_ERROR_TEMPLATES[fmt], context, status=status, title=title)
         headers = (
@@ -225,7 +225,7 @@ class PageRenderer:
     def _error_context(self, status: int, reason: str) -> dict[str, Any]:
         return {
             "status": status,
-            "title": _status_phrase(status),
+            "title": status_phrase(status),
             "reason": reason,
             "temporary": status >= 500 or status == 408,
             "contact": self._settings.contact,
@@ -443,11 +443,18 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def http_head(status: int, reason: str, headers: Iterable[tuple[str, str]]) -> str:
+    """An HTTP/1.1 status line and header lines, each ending in CRLF (no blank line)."""
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    return "".join(lines)
+
+
 _RFC9110_PHRASES = {413: "Content Too Large", 414: "URI Too Long"}
 """RFC 9110's names, which Python's ``HTTPStatus`` has only from 3.13 on."""
 
 
-def _status_phrase(status: int) -> str:
+def status_phrase(status: int) -> str:
     if status in _RFC9110_PHRASES:
         return _RFC9110_PHRASES[status]
     try:
