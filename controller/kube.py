@@ -94,10 +94,6 @@ class KubeError(Exception):
         self.retry_after_s = retry_after_s
 
     @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
     def retryable(self) -> bool:
         return self.status in (0, 409, 429) or self.status >= 500
 

@@ -87,8 +87,6 @@ class Leadership:
         self.identity = identity
         self._work: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.leading = False
-        self.terms = 0
-        """How many times this replica became leader."""
         self.changed = asyncio.Event()
         """Set (and replaced) whenever leadership or the write fence changes."""
         self._work_task: asyncio.Task[None] | None = None
@@ -117,7 +115,6 @@ class Leadership:
         # fails, but not when the election itself is cancelled: remember it to stop it then.
         self._work_task = asyncio.current_task()
         self.leading = True
-        self.terms += 1
         self._signal()
         log.info("became the leader", extra={"identity": self.identity})
         assert self._work is not None

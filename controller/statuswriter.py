@@ -71,7 +71,6 @@ class StatusWriter:
         self._clock = clock
         self._written: dict[tuple[str, str], JsonObject] = {}
         self.writes = 0
-        self.events = 0
 
     async def run(self) -> None:
         """Write until cancelled (when leadership is lost)."""
@@ -221,7 +220,6 @@ class StatusWriter:
         try:
             async with self._fenced():
                 await self.api.create(EVENTS, namespace, event)
-            self.events += 1
         except TimeoutError:
             log.warning(
                 "Event on ServiceChecker %s/%s abandoned: lease not renewed", namespace, name

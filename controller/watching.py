@@ -77,8 +77,6 @@ class Reflector:
         self.failing_since: float | None = None
         """Monotonic time of the first failure in the current run of failures."""
         self.last_error: str | None = None
-        self.lists = 0
-        """How many lists were made (1 at start, +1 per 410 or failure recovery)."""
         self.events = 0
         """How many watch events (bookmarks included) were received."""
 
@@ -127,7 +125,6 @@ class Reflector:
             label_selector=self.label_selector,
             field_selector=self.field_selector,
         )
-        self.lists += 1
         self.objects = {object_key(obj): obj for obj in listing.items}
         self.synced = True
         self._recovered()
