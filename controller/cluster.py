@@ -8,10 +8,11 @@ always.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
-from controller.kube import KubeApi
+from controller.kube import KubeApi, user_agent
 from controller.kubesource import KubernetesSource, fail_safe_switch
 from controller.leadership import Leadership
 from controller.settings import SourceSettings
@@ -53,6 +54,8 @@ class Cluster:
         self.source: KubernetesSource | None = None
         self.writer: StatusWriter | None = None
         self.leadership: Leadership | None = None
+        self._writing: asyncio.Task[None] | None = None
+        """The status writer's task (under leader election: the election's)."""
         self.ready = asyncio.Event()
         """Set once the parts exist (the API client is configured)."""
         # In force from the first request on, before anything could be read.
@@ -68,7 +71,7 @@ class Cluster:
             context=k.context,
             in_cluster=self.in_cluster and k.api_url is None,
             request_timeout_s=k.request_timeout_s,
-            user_agent=f"mwm ({self.identity})",
+            user_agent=user_agent(self.identity),
         ) as api:
             source = self.source = KubernetesSource(k, self.store, api, namespace=self.namespace)
             leadership = None
@@ -91,7 +94,31 @@ class Cluster:
                 tasks.create_task(source.run(), name="kubernetes-source")
                 if self.settings.status.enabled:
                     if leadership is not None:
-                        tasks.create_task(leadership.run(writer.run), name="leader-election")
+                        self._writing = tasks.create_task(
+                            leadership.run(writer.run), name="leader-election"
+                        )
                     else:
-                        tasks.create_task(writer.run(), name="status-writer")
+                        self._writing = tasks.create_task(writer.run(), name="status-writer")
                 self.ready.set()
+
+    async def stop_writing(self, *, timeout_s: float) -> None:
+        """Shutting down: write at once what is pending (a change still inside the coalesce
+        window, a write waiting for its retry), then hand the Lease over so another replica
+        writes from its next attempt on, not a lease duration later; all within
+        ``timeout_s``.  The watches, and so the proxy's decisions, go on until cancelled."""
+        writer, task = self.writer, self._writing
+        if writer is None or task is None or task.done():
+            return
+        writer.stop()
+        if self.leadership is not None:
+            # The flush goes first: once resigning, the lease lets no write start.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s / 2):
+                    await writer.wait_stopped()
+            await self.leadership.resign(timeout_s=max(deadline - loop.time(), 0.0))
+            return
+        _, pending = await asyncio.wait([task], timeout=timeout_s)
+        for unfinished in pending:
+            unfinished.cancel()

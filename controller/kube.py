@@ -9,6 +9,11 @@ and TLS, but responses are read here as raw JSON.  That skips building typed mod
 for every watch event, and lets a watch be read line by line with an inactivity
 timeout, which ``kubernetes_asyncio.watch.Watch`` cannot do.
 
+Every client identifies itself as ``mwm/<version> (<detail>)`` (:func:`user_agent`): the
+API server names a field manager after the User-Agent up to its first ``/``, and the audit
+log shows the detail (which replica, or the command line).  Writes through :class:`KubeApi`
+also name their field manager explicitly (``fieldManager=mwm``, :data:`FIELD_MANAGER`).
+
 Errors:
 
 - :class:`KubeError` -- the API answered with an error ``Status`` (``status`` is the HTTP
@@ -22,6 +27,8 @@ Errors:
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +45,34 @@ JsonObject = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 _AUTH = ["BearerToken"]
+
+DISTRIBUTION = "maintenance-window-manager"
+FIELD_MANAGER = "mwm"
+"""The ``fieldManager`` of every write (the server wants at most 128 printable characters)."""
+_WRITE_QUERY = {"fieldManager": FIELD_MANAGER}
+
+
+@functools.cache
+def version() -> str:
+    """This project's installed version, or ``0`` when it is not installed (a source tree)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def user_agent(detail: str | None = None) -> str:
+    """``mwm/<version> (<detail>)``, the User-Agent of every client this project creates.
+
+    ``detail`` tells clients apart in the audit log (a replica's identity, ``cli``); it is
+    kept to printable ASCII, as a header value must be."""
+    agent = f"mwm/{version()}"
+    if detail:
+        agent += " (" + "".join(c if " " <= c <= "~" else "?" for c in detail) + ")"
+    return agent
+
+
+_default_user_agent = user_agent  # KubeApi.connect's parameter shadows the name
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +147,7 @@ class ObjectList:
     resource_version: str
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """An exception for ``/status`` and the logs: its message (aiohttp's say which host and
     why, without the connection key's internals a repr carries), or its type."""
     return str(exc) or type(exc).__name__
@@ -177,8 +212,9 @@ class KubeApi:
     ) -> AsyncIterator[KubeApi]:
         """Configure a client: an explicit ``host`` (no auth; tests), the in-cluster
         service account, or a kubeconfig file (default location when None).  Replicas share
-        one service account: a ``user_agent`` naming the replica tells them apart in the
-        API server's audit log."""
+        one service account: a ``user_agent`` naming the replica (``user_agent(identity)``)
+        tells them apart in the API server's audit log; by default it is ``mwm/<version>``,
+        never kubernetes-asyncio's ``OpenAPI-Generator/...``."""
         configuration = Configuration()
         try:
             if host is not None:
@@ -195,8 +231,7 @@ class KubeApi:
         except (ConfigException, OSError) as exc:
             raise KubeError(f"cannot configure the Kubernetes client: {exc}") from exc
         async with ApiClient(configuration=configuration) as client:
-            if user_agent is not None:
-                client.user_agent = user_agent
+            client.user_agent = user_agent if user_agent is not None else _default_user_agent()
             yield cls(client, request_timeout_s=request_timeout_s)
 
     @property
@@ -227,7 +262,7 @@ class KubeApi:
                 or aiohttp.ClientTimeout(total=self._request_timeout_s),
             )
         except (aiohttp.ClientError, OSError) as exc:
-            raise KubeError(f"cannot reach the Kubernetes API: {_describe(exc)}") from exc
+            raise KubeError(f"cannot reach the Kubernetes API: {describe_error(exc)}") from exc
         except TimeoutError as exc:
             raise KubeError("the Kubernetes API did not answer in time") from exc
         except ApiException as exc:
@@ -251,7 +286,9 @@ class KubeApi:
         try:
             data = await response.json(content_type=None)
         except (aiohttp.ClientError, ValueError, TimeoutError) as exc:
-            raise KubeError(f"unreadable answer from the Kubernetes API: {_describe(exc)}") from exc
+            raise KubeError(
+                f"unreadable answer from the Kubernetes API: {describe_error(exc)}"
+            ) from exc
         finally:
             response.release()
         if not isinstance(data, dict):
@@ -347,14 +384,24 @@ class KubeApi:
         return await self._json(
             "PATCH",
             resource.path(namespace, name, subresource),
+            query=_WRITE_QUERY,
             body=body,
             content_type=MERGE_PATCH,
+        )
+
+    async def replace(
+        self, resource: Resource, namespace: str | None, name: str, body: JsonObject
+    ) -> JsonObject:
+        """PUT the whole object.  With ``metadata.resourceVersion`` in ``body`` the write is
+        conditional: a :class:`KubeError` with status 409 when the object changed since."""
+        return await self._json(
+            "PUT", resource.path(namespace, name), query=_WRITE_QUERY, body=body
         )
 
     async def create(
         self, resource: Resource, namespace: str | None, body: JsonObject
     ) -> JsonObject:
-        return await self._json("POST", resource.path(namespace), body=body)
+        return await self._json("POST", resource.path(namespace), query=_WRITE_QUERY, body=body)
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:

@@ -21,6 +21,9 @@ Rules that keep traffic safe:
   setting decides (``serve``, the default, or ``maintenance``, see :func:`fail_safe_switch`);
 - a service is ``Unknown`` until its namespace's watches have listed once; ``Unknown``
   never starts maintenance;
+- a namespace the API refuses to list (403, 404: no RBAC binding there) counts as read for
+  readiness: its services stay ``Unknown``, the problem is reported (``/status``, the
+  ``Synced`` condition, an Event), and the watches keep retrying until the binding exists;
 - a failing watch keeps its last state; after ``stale_after_s`` the services it covers
   are marked stale (shown in ``/status`` and the resource's conditions), never not-ready;
 - a ServiceChecker that does not parse keeps its last good version, and its problem is
@@ -199,13 +202,16 @@ class KubernetesSource:
                     deadlines.append(stale_at)
         return min(deadlines) if deadlines else None
 
-    def _reflectors(self) -> Iterable[Reflector]:
+    def _reflectors(self, namespaces: Iterable[str] | None = None) -> Iterable[Reflector]:
+        """Every watch, or the shared ones and those of ``namespaces``."""
         yield self.checker_reflector
         if self.configmap_reflector is not None:
             yield self.configmap_reflector
-        for watch in self._namespaces.values():
-            yield watch.slices
-            yield watch.services
+        wanted = None if namespaces is None else set(namespaces)
+        for namespace, watch in sorted(self._namespaces.items()):
+            if wanted is None or namespace in wanted:
+                yield watch.slices
+                yield watch.services
 
     def _changed(self, reflector: Reflector) -> None:
         if reflector is self.checker_reflector:
@@ -259,12 +265,32 @@ class KubernetesSource:
             if entry.pending_since is not None
         }
 
-    def watch_errors(self) -> list[str]:
-        return [
-            f"watching {r.description}: {r.last_error}"
-            for r in self._reflectors()
-            if r.failing_since is not None and r.last_error
-        ]
+    def watch_errors(self, namespaces: Iterable[str] | None = None) -> list[str]:
+        """What is wrong with the watches, for ``/status`` and the ``Synced`` condition: all
+        of them, or (``namespaces``) the ServiceChecker and ConfigMap watches and those of
+        the given namespaces only."""
+        errors = []
+        for reflector in self._reflectors(namespaces):
+            if reflector.denied is not None and not reflector.synced:
+                errors.append(
+                    f"cannot read {reflector.resource.plural} in namespace "
+                    f"{reflector.namespace}: {reflector.denied}; its services stay Unknown "
+                    "until the controller may list and watch there (bind the "
+                    "mwm-endpoint-reader ClusterRole in that namespace)"
+                )
+            elif reflector.failing_since is not None and reflector.last_error:
+                errors.append(f"watching {reflector.description}: {reflector.last_error}")
+        return errors
+
+    def denied_namespaces(self, namespaces: Iterable[str] | None = None) -> list[str]:
+        """Referenced namespaces the API refuses to let this controller read."""
+        wanted = None if namespaces is None else set(namespaces)
+        return sorted(
+            namespace
+            for namespace, watch in self._namespaces.items()
+            if (wanted is None or namespace in wanted)
+            and any(r.denied is not None and not r.synced for r in (watch.slices, watch.services))
+        )
 
     # -- reading the watched objects -----------------------------------------------------
 
@@ -512,7 +538,10 @@ class KubernetesSource:
             return False
         if self.configmap_reflector is not None and not self.configmap_reflector.synced:
             return False
-        return all(w.slices.synced and w.services.synced for w in self._namespaces.values())
+        # A namespace the API refuses to show (no RBAC binding there) counts as read: its
+        # services are Unknown, which never starts maintenance, and readiness must not wait
+        # for an operator to fix a binding.
+        return all(w.slices.completed and w.services.completed for w in self._namespaces.values())
 
     def _rebuild(self) -> None:
         services = self.build_services()

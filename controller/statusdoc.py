@@ -83,9 +83,11 @@ def desired_status(
     synced: bool,
     previous: Mapping[str, Any],
     now: datetime,
+    denied_namespaces: Sequence[str] = (),
 ) -> JsonObject:
     """The full ``status`` for one resource.  ``checker`` is its last good parse (None if
-    it never parsed); ``previous`` is the status currently stored (for transition times)."""
+    it never parsed); ``previous`` is the status currently stored (for transition times);
+    ``watch_errors`` and ``denied_namespaces`` are those that concern this resource."""
     previous_conditions = previous.get("conditions") or []
     statuses: list[JsonObject] = []
     own_states: list[ServiceState] = []
@@ -144,7 +146,7 @@ def desired_status(
         condition(
             CONDITION_SYNCED,
             ("False" if watch_errors else "True") if synced else "Unknown",
-            ("WatchFailing" if watch_errors else "WatchesHealthy") if synced else "Syncing",
+            _synced_reason(synced=synced, errors=watch_errors, denied=denied_namespaces),
             "; ".join(watch_errors)
             if watch_errors
             else ("Watches are healthy." if synced else "Waiting for the first list."),
@@ -162,3 +164,15 @@ def desired_status(
         "summary": {"readyCritical": f"{ready_critical}/{len(critical)}"},
         "conditions": conditions,
     }
+
+
+SYNCED_ACCESS_DENIED = "AccessDenied"
+"""The ``Synced`` reason when the API refuses to show a namespace this resource names."""
+
+
+def _synced_reason(*, synced: bool, errors: Sequence[str], denied: Sequence[str]) -> str:
+    if not synced:
+        return "Syncing"
+    if denied:
+        return SYNCED_ACCESS_DENIED
+    return "WatchFailing" if errors else "WatchesHealthy"

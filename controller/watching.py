@@ -15,6 +15,16 @@ lists against the API server.
 
 A failing reflector keeps its last cache: an API hiccup must never look like an outage.
 The owner reads :attr:`Reflector.failing_since` to mark that state stale after a while.
+
+The backoff starts again from its shortest delay as soon as the API answers again (a list
+succeeds, or the server accepts a watch).  Without that, one outage would make every
+disconnect of the following minutes wait the longest delay.  A server that accepts watches
+only to cut them at once costs one reconnect per shortest delay, never a hot loop.
+
+A list refused with 403 Forbidden or 404 Not Found before anything was ever listed is a
+*completed* read with a problem (:attr:`Reflector.denied`): no RBAC binding in a namespace is
+a configuration state, not a transient fault, and it must not hold readiness for ever.  The
+reflector keeps trying (with backoff), so a binding created later is picked up.
 """
 
 from __future__ import annotations
@@ -77,8 +87,12 @@ class Reflector:
         self.failing_since: float | None = None
         """Monotonic time of the first failure in the current run of failures."""
         self.last_error: str | None = None
+        self.denied: str | None = None
+        """Why the API refuses to list this (403/404), while it does; None otherwise."""
         self.events = 0
         """How many watch events (bookmarks included) were received."""
+        self._attempt = 0
+        """Failures in a row since the API last answered (the backoff's exponent)."""
 
     @property
     def description(self) -> str:
@@ -86,8 +100,12 @@ class Reflector:
         selectors = ", ".join(s for s in (self.label_selector, self.field_selector) if s)
         return f"{self.resource.plural} in {scope}" + (f" ({selectors})" if selectors else "")
 
+    @property
+    def completed(self) -> bool:
+        """True once the first read is over: listed, or refused for good (:attr:`denied`)."""
+        return self.synced or self.denied is not None
+
     async def run(self) -> None:
-        attempt = 0  # failures in a row
         idle = 0  # watches in a row that ended or expired at once, delivering nothing
         version: str | None = None
         while True:
@@ -96,18 +114,20 @@ class Reflector:
                 if version is None:
                     version = await self._list()
                 version = await self._watch(version)
-                attempt = 0
+                self._attempt = 0
             except ResourceExpired:
                 log.info("watch expired (410), listing again", extra={"watch": self.description})
                 version = None
             except KubeError as exc:
+                if version is None and exc.status in (403, 404):
+                    self._denied(exc)
                 self._failed(exc)
                 if exc.status not in (0, 429) and exc.status < 500 and exc.status != 410:
                     # 4xx other than throttling (403 Forbidden, 404 for a missing CRD): the
                     # cache may be wrong in ways a watch cannot repair; list again.
                     version = None
-                delay = self._backoff_s(attempt, exc.retry_after_s)
-                attempt += 1
+                delay = self._backoff_s(self._attempt, exc.retry_after_s)
+                self._attempt += 1
                 await asyncio.sleep(delay)
                 continue
             # Longer than the longest backoff, a watch cannot make a hot loop, events or not.
@@ -127,6 +147,8 @@ class Reflector:
         )
         self.objects = {object_key(obj): obj for obj in listing.items}
         self.synced = True
+        self.denied = None
+        self._attempt = 0  # the API answers again: the next failure starts from the shortest delay
         self._recovered()
         self._on_change(self)
         return listing.resource_version
@@ -145,6 +167,7 @@ class Reflector:
             self._recovered()
             version = event.resource_version or version
             if event.type == CONNECTED:
+                self._attempt = 0  # the API answers again: a new failure starts afresh
                 continue
             self.events += 1
             if event.type == "BOOKMARK":
@@ -161,6 +184,19 @@ class Reflector:
                 continue
             self._on_change(self)
         return version
+
+    def _denied(self, exc: KubeError) -> None:
+        if self.denied is None:
+            log.error(
+                "the Kubernetes API refuses to list %s: %s",
+                self.resource.plural,
+                exc,
+                extra={"watch": self.description},
+            )
+            if self.failing_since is not None:  # already failing: _failed will not tell
+                self.denied = str(exc)
+                self._on_change(self)
+        self.denied = str(exc)
 
     def _failed(self, exc: KubeError) -> None:
         if self.failing_since is None:

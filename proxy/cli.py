@@ -210,12 +210,15 @@ def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
 
 def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | None = None) -> int:
     """``--checker``: switch (or show) a ServiceChecker through the Kubernetes API."""
-    from controller.kube import SERVICECHECKERS, KubeApi, KubeError
+    from controller.kube import SERVICECHECKERS, KubeApi, KubeError, user_agent
     from controller.switching import switch_checker, wait_for_observed
 
     async def main() -> None:
         async with KubeApi.connect(
-            host=args.api_url, kubeconfig=args.kubeconfig, context=args.context
+            host=args.api_url,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            user_agent=user_agent("cli"),
         ) as api:
             if enabled is None:
                 obj = await api.get(SERVICECHECKERS, args.namespace, args.checker)

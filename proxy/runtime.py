@@ -11,6 +11,9 @@ Shutdown order on SIGTERM (the signal handler only sets an event):
 2. stop accepting on the public listener (logged once it is closed), close relayed
    websockets with 1001 (going away) both ways, and let in-flight requests finish for up
    to ``drain_timeout_s`` (aiohttp's graceful shutdown), then close what is left;
+   Meanwhile, in a cluster, the leader writes any pending status at once and releases its
+   Lease, so another replica takes over the writing at its next attempt (also bounded by
+   ``drain_timeout_s``);
 3. stop the background tasks, close the upstream session, close the management listener.
 """
 
@@ -208,6 +211,13 @@ class Runtime:
                     await self._stop.wait()
                     log.info("shutting down: reporting not ready")
                     services.lifecycle.draining = True
+                    handover = None
+                    if self.cluster is not None:
+                        # Pending status written and the Lease handed over while we drain.
+                        handover = tasks.create_task(
+                            self.cluster.stop_writing(timeout_s=settings.shutdown.drain_timeout_s),
+                            name="kubernetes-handover",
+                        )
                     if settings.shutdown.prestop_delay_s > 0:
                         await asyncio.sleep(settings.shutdown.prestop_delay_s)
                     for site in public.sites:
@@ -218,6 +228,8 @@ class Runtime:
                     )
                     forwarder.close_websockets()
                     await public.cleanup()
+                    if handover is not None:
+                        await handover  # bounded by the drain timeout itself
                     raise _Stopped
             except* _Stopped:
                 pass

@@ -72,3 +72,37 @@ def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
     )
     assert valid["lastTransitionTime"] == "2026-11-23T12:00:00Z"
     assert changed["maintenance"]["active"] is True
+
+
+def synced(doc: dict[str, Any]) -> tuple[str, str]:
+    [condition] = [c for c in doc["conditions"] if c["type"] == "Synced"]
+    return condition["status"], condition["reason"]
+
+
+def test_synced_condition_names_what_is_wrong_with_the_watches() -> None:
+    def with_watches(
+        *, synced_: bool = True, errors: list[str], denied: list[str]
+    ) -> tuple[str, str]:
+        return synced(
+            desired_status(
+                CHECKER,
+                generation=3,
+                problems=[],
+                services={("shop", "api"): state("api", 2)},
+                shared_switches=[],
+                switch=None,
+                watch_errors=errors,
+                denied_namespaces=denied,
+                synced=synced_,
+                previous={},
+                now=NOW,
+            )
+        )
+
+    assert with_watches(errors=[], denied=[]) == ("True", "WatchesHealthy")
+    assert with_watches(errors=["watching x: down"], denied=[]) == ("False", "WatchFailing")
+    assert with_watches(errors=["cannot read x in namespace p"], denied=["p"]) == (
+        "False",
+        "AccessDenied",
+    )
+    assert with_watches(synced_=False, errors=[], denied=[]) == ("Unknown", "Syncing")

@@ -7,6 +7,7 @@ Kubernetes source pointed at the fake, with every delay shrunk.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,17 @@ def maintenance_on(state: State) -> bool:
 
 def maintenance_off(state: State) -> bool:
     return state.snapshot.synced and not state.maintenance.active
+
+
+async def wait_leading(cluster: Cluster, *, leading: bool = True) -> None:
+    """Wait (on leadership change events) until this replica leads, or (``leading=False``)
+    does not."""
+    parts = cluster.proxy.runtime.cluster
+    assert parts is not None
+    await cluster.fake.wait_until(lambda: parts.leadership is not None)
+    assert parts.leadership is not None
+    while parts.leadership.leading != leading:
+        await asyncio.wait_for(parts.leadership.changed.wait(), 10)
 
 
 ClusterFactory = Callable[..., Awaitable[Cluster]]

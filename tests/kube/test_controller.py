@@ -508,4 +508,10 @@ async def test_only_the_leader_writes_and_a_follower_takes_over(
     fake.patch("servicecheckers", NS, "shop", {"spec": {"maintenance": {"enabled": False}}})
     await second.wait_for(maintenance_off)
     await second.wait_for_status(lambda s: s.get("maintenance", {}).get("active") is False)
-    assert second_cluster.writer.writes > 0
+    [last] = [
+        a
+        for a in fake.answers
+        if a.request.method == "PATCH" and a.request.path.endswith("/status")
+    ][-1:]
+    assert last.accepted
+    assert "(second)" in last.request.user_agent

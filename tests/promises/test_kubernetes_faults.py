@@ -39,6 +39,7 @@ from tests.kube.clusters import (
     maintenance_off,
     maintenance_on,
     service,
+    wait_leading,
 )
 from tests.kube.fakeapi import Answer, FakeKubeAPI, RecordedRequest
 
@@ -410,15 +411,6 @@ async def test_a_status_write_retried_after_5xx_writes_what_is_true_now_so_statu
 
 
 # -- leadership ------------------------------------------------------------------------------
-
-
-async def wait_leading(cluster: Cluster, *, leading: bool = True) -> None:
-    parts = cluster.proxy.runtime.cluster
-    assert parts is not None
-    await cluster.fake.wait_until(lambda: parts.leadership is not None)
-    assert parts.leadership is not None
-    while parts.leadership.leading != leading:
-        await asyncio.wait_for(parts.leadership.changed.wait(), 10)
 
 
 async def test_a_leader_losing_its_lease_mid_write_stops_writing_before_the_new_leader_starts(
