@@ -120,6 +120,12 @@ class Cluster:
         await self.fake.wait_until(check)
         return await self.status_of(name)
 
+    async def management_json(self, path: str) -> tuple[int, Any]:
+        """GET ``path`` on the management listener: (status, parsed JSON body)."""
+        url = f"{self.proxy.management_url}{path}"
+        async with self.proxy.session.get(url) as response:
+            return response.status, await response.json()
+
     async def get(self, path: str = "/") -> aiohttp.ClientResponse:
         response = await self.proxy.session.get(
             f"{self.proxy.public_url}{path}", headers={"Accept": "application/json"}

@@ -59,11 +59,6 @@ def api_is_down(state: State) -> bool:
     return state.maintenance.active or service_state is None or not service_state.ready
 
 
-async def management_json(cluster: Cluster, path: str) -> tuple[int, Any]:
-    async with cluster.proxy.session.get(f"{cluster.proxy.management_url}{path}") as response:
-        return response.status, await response.json()
-
-
 def answers_to(fake: FakeKubeAPI, method: str, path: str, *, user_agent: str = "") -> list[Answer]:
     return [
         answer
@@ -102,9 +97,9 @@ async def test_api_unreachable_at_start_serves_users_by_default_and_converges_wh
     response = await cluster.get()
     assert response.status == 200  # the documented default: serve
     assert response.headers["Content-Type"].startswith("application/json")  # the app's echo
-    status, body = await management_json(cluster, "/readyz")
+    status, body = await cluster.management_json("/readyz")
     assert (status, body["problems"]) == (503, ["state not synced yet"])
-    status, body = await management_json(cluster, "/status")
+    status, body = await cluster.management_json("/status")
     assert (body["synced"], body["maintenance"]["active"]) == (False, False)
     unreachable = [e for e in body["errors"] if "cannot reach the Kubernetes API" in e]
     assert unreachable
@@ -114,7 +109,7 @@ async def test_api_unreachable_at_start_serves_users_by_default_and_converges_wh
     state = await cluster.wait_for(maintenance_on)
     assert state.maintenance.reason == "Upgrade"
     assert (await cluster.get()).status == 503
-    status, body = await management_json(cluster, "/readyz")
+    status, body = await cluster.management_json("/readyz")
     assert status == 200
     status_written = await cluster.wait_for_status(lambda s: s.get("maintenance"))
     assert status_written["maintenance"]["active"] is True
@@ -157,11 +152,11 @@ async def test_api_lost_after_start_keeps_the_last_known_state_marked_stale_then
     state = await cluster.wait_for(lambda s: all(x.stale for x in s.snapshot.services))
     assert not state.maintenance.active  # neither the fail-safe nor a guess
     assert (await cluster.get()).status == 200
-    status, body = await management_json(cluster, "/status")
+    status, body = await cluster.management_json("/status")
     assert body["services"][0]["stale"] is True
     assert body["services"][0]["ready"] is True
     assert body["synced"] is True
-    status, _ = await management_json(cluster, "/readyz")
+    status, _ = await cluster.management_json("/readyz")
     assert status == 200
 
     await fake.go_online()

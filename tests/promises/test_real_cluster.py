@@ -24,7 +24,6 @@ from controller.store import State
 from tests.kube.clusters import (
     FAST_ELECTION,
     NS,
-    Cluster,
     ClusterFactory,
     checker,
     create_critical_api,
@@ -37,11 +36,6 @@ from tests.kube.clusters import (
 from tests.kube.fakeapi import FakeKubeAPI, RecordedRequest
 
 PAYMENTS = "payments"
-
-
-async def management_json(cluster: Cluster, path: str) -> tuple[int, Any]:
-    async with cluster.proxy.session.get(f"{cluster.proxy.management_url}{path}") as response:
-        return response.status, await response.json()
 
 
 def events(fake: FakeKubeAPI, name: str = "shop") -> list[dict[str, Any]]:
@@ -108,10 +102,10 @@ async def test_a_namespace_the_controller_may_not_read_leaves_its_services_unkno
     state = await cluster.wait_for(maintenance_off)
     assert payments_state(state) is ServiceReason.UNKNOWN
     assert state.snapshot.service(NS, "api") is not None
-    status, body = await management_json(cluster, "/readyz")
+    status, body = await cluster.management_json("/readyz")
     assert status == 200, body
     assert (await cluster.get()).status == 200
-    status, body = await management_json(cluster, "/status")
+    status, body = await cluster.management_json("/status")
     [problem] = [e for e in body["errors"] if e.startswith("cannot read endpointslices")]
     assert "cannot read endpointslices in namespace payments: " in problem
     assert "cannot list resource" in problem  # the API server's own words
