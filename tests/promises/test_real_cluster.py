@@ -33,7 +33,7 @@ from tests.kube.clusters import (
     service,
     wait_leading,
 )
-from tests.kube.fakeapi import FakeKubeAPI, RecordedRequest
+from tests.kube.fakeapi import FakeKubeAPI, Rbac, RecordedRequest
 
 PAYMENTS = "payments"
 
@@ -83,18 +83,10 @@ async def test_a_namespace_the_controller_may_not_read_leaves_its_services_unkno
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:
     create_shop_and_payments(fake)
-    forbidden = fake.fail_next(
-        "GET",
-        r"/namespaces/payments/",
-        status=403,
-        reason="Forbidden",
-        message=(
-            'endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:shop:'
-            'mwm-controller" cannot list resource "endpointslices" in API group '
-            '"discovery.k8s.io" in the namespace "payments"'
-        ),
-        times=None,
-    )
+    # Exactly the project's RBAC (config/rbac) applied in the controller's namespace, and no
+    # binding in payments.
+    rbac = fake.enforce_rbac(Rbac.from_config(namespace=NS))
+    assert rbac is not None
     cluster = await start_cluster()
 
     # Ready: the state is read, with a problem; the unreadable service never starts
@@ -128,9 +120,11 @@ async def test_a_namespace_the_controller_may_not_read_leaves_its_services_unkno
     assert denied["type"] == "Warning"
     assert "payments" in denied["message"]
 
+    refused = {(r.path.rsplit("/", 1)[-1]) for r in fake.denied}
+    assert refused == {"endpointslices", "services"}  # and nothing else the controller does
+
     # The binding appears: the watches, still retrying, read the namespace.
-    fake.clear_faults()
-    assert forbidden.hits >= 2  # both the EndpointSlice and the Service list were refused
+    rbac.bind("ClusterRole", "mwm-endpoint-reader", namespace=PAYMENTS)
     state = await cluster.wait_for(lambda s: payments_state(s) is ServiceReason.READY)
     written = await cluster.wait_for_status(lambda s: synced_condition(s)["status"] == "True")
     assert {s["name"]: s["reason"] for s in written["serviceStatuses"]} == {
@@ -175,6 +169,49 @@ async def test_a_status_write_refused_once_is_retried_until_it_lands(
     await cluster.wait_for(maintenance_on)
     written = await cluster.wait_for_status(lambda s: s["maintenance"]["active"])
     assert refused.exhausted
+    assert written["summary"] == {"readyCritical": "0/1"}
+    await fake.wait_until(lambda: event_reasons(fake) == ["MaintenanceStarted"])
+
+
+async def test_a_status_write_refused_while_rbac_is_missing_lands_once_it_is_back(
+    fake: FakeKubeAPI, start_cluster: ClusterFactory
+) -> None:
+    # The reproducer: the controller's RoleBinding deleted, the service goes down, the binding
+    # is back a moment later; the status must follow without anything else changing.
+    create_critical_api(fake)
+    rbac = fake.enforce_rbac(Rbac.from_config(namespace=NS))
+    assert rbac is not None
+    cluster = await start_cluster()
+    await cluster.wait_for_status(lambda s: s.get("maintenance"))
+    rbac.unbind("mwm-controller", namespace=NS)
+
+    fake.update(endpoint_slice("api", ready=0, not_ready=1))
+    await cluster.wait_for(maintenance_on)  # the open watches go on, as on a real server
+    await fake.wait_until(lambda: any(r.method == "PATCH" for r in fake.denied))
+    rbac.bind("Role", "mwm-controller", namespace=NS)
+    written = await cluster.wait_for_status(lambda s: s["maintenance"]["active"])
+    assert written["summary"] == {"readyCritical": "0/1"}
+    await fake.wait_until(lambda: event_reasons(fake) == ["MaintenanceStarted"])
+
+
+async def test_status_writes_ride_out_an_api_server_restart_and_its_authorizer_warm_up(
+    fake: FakeKubeAPI, start_cluster: ClusterFactory
+) -> None:
+    create_critical_api(fake)
+    fake.enforce_rbac(Rbac.from_config(namespace=NS))
+    cluster = await start_cluster()
+    await cluster.wait_for_status(lambda s: s.get("maintenance"))
+
+    # The write of a change is in flight when the API server restarts: its connection is cut,
+    # and its retries meet the warm-up's 403s.
+    held = fake.hold("PATCH", STATUS_PATCH)
+    fake.update(endpoint_slice("api", ready=0))
+    await cluster.wait_for(maintenance_on)
+    await held.arrived.wait()
+    await fake.restart()  # every request refused until finish_warmup()
+    await fake.wait_until(lambda: any(r.method == "PATCH" for r in fake.denied))
+    fake.finish_warmup()
+    written = await cluster.wait_for_status(lambda s: s["maintenance"]["active"])
     assert written["summary"] == {"readyCritical": "0/1"}
     await fake.wait_until(lambda: event_reasons(fake) == ["MaintenanceStarted"])
 

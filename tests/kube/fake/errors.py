@@ -8,6 +8,7 @@ The client turns non-2xx answers into ``ApiException`` and the controller reads 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 REASONS: dict[int, str] = {
@@ -109,21 +110,44 @@ def conflict(group: str, plural: str, name: str) -> ApiError:
     )
 
 
-def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> ApiError:
-    """422 Invalid, as field validation reports it: ``causes`` are ``(field, message)``."""
+CAUSE_TYPES: dict[str, str] = {
+    "Not found": "FieldValueNotFound",
+    "Required value": "FieldValueRequired",
+    "Duplicate value": "FieldValueDuplicate",
+    "Invalid value": "FieldValueInvalid",
+    "Unsupported value": "FieldValueNotSupported",
+    "Forbidden": "FieldValueForbidden",
+    "Too long": "FieldValueTooLong",
+    "Too many": "FieldValueTooMany",
+    "Internal error": "InternalError",
+}
+"""A cause's message starts with its type's text (``field.ErrorType.String()``); the cause's
+``reason`` is the type itself (apimachinery's ``NewInvalid``)."""
+
+
+def cause_reason(message: str) -> str:
+    """``"Forbidden: ..."`` is a ``FieldValueForbidden`` cause; unknown prefixes are Invalid."""
+    return CAUSE_TYPES.get(message.split(":", 1)[0], "FieldValueInvalid")
+
+
+def invalid(kind: str, group: str, name: str, causes: Sequence[tuple[str, str]]) -> ApiError:
+    """422 Invalid, as field validation reports it: ``causes`` are ``(field, message)``.
+
+    The message aggregates the causes like ``ErrorList.ToAggregate()``: repeated texts once,
+    in brackets only when more than one remains.
+    """
     qualified = f"{kind}.{group}" if group else kind
-    listed = ", ".join(f"{field}: {message}" for field, message in causes)
+    texts = list(dict.fromkeys(f"{field}: {message}" for field, message in causes))
+    listed = f"[{', '.join(texts)}]" if len(texts) > 1 else "".join(texts)
     return ApiError(
         422,
-        f'{qualified} "{name}" is invalid: [{listed}]'
-        if len(causes) > 1
-        else f'{qualified} "{name}" is invalid: {listed}',
+        f'{qualified} "{name}" is invalid: {listed}',
         details={
             "name": name,
             "group": group,
             "kind": kind,
             "causes": [
-                {"reason": "FieldValueInvalid", "message": message, "field": field}
+                {"reason": cause_reason(message), "message": message, "field": field}
                 for field, message in causes
             ],
         },

@@ -8,14 +8,17 @@ validation) so that handlers stay generic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.kube.fake.crdvalidation import check_crd
 from tests.kube.fake.errors import ApiError
 
-Validator = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
-"""Returns ``(field path, message)`` for every invalid field; empty when the object is valid."""
+Validator = Callable[[Mapping[str, Any]], Sequence[tuple[str, str]]]
+"""Returns ``(field path, message)`` for every invalid field; empty when the object is valid.
+The message starts with the cause's type, as a real server's does (``Required value: ...``,
+``Forbidden: ...``); it may also raise an :class:`ApiError` (400 for an undecodable body)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,16 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
         ),
         validate=validate_events_event,
     ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        has_status_subresource=True,
+        validate=check_crd,  # what kube-apiserver refuses, see crdvalidation
+    ),
+    # Served from the start, whether or not its CRD was created (no dynamic registration).
     ResourceType(
         "maintenance.mamrezb.com",
         "v1alpha1",

@@ -1,11 +1,16 @@
 """The fake API server's HTTP side: lifecycle, request handling, fault hooks, waiting.
 
 One catch-all route parses Kubernetes paths itself (:mod:`~tests.kube.fake.routing`), so the
-resource table alone decides what exists.  Every request is logged, then may be held by a
+resource table alone decides what exists.  Every request is logged, then authorized when a
+test turned authorization on (:meth:`ApiServer.enforce_rbac`, :mod:`~tests.kube.fake.rbac`;
+a denial is a 403 before anything else, as a real server refuses before it routes, and is
+logged in :attr:`ApiServer.decisions`), then may be held by a
 :class:`~tests.kube.fake.faults.Gate`, failed or dropped by a
 :class:`~tests.kube.fake.faults.Fault`, and only then served; how it ended is logged too
 (:attr:`ApiServer.answers`).  :meth:`ApiServer.go_offline` makes the server unreachable (new
-connections refused, open ones cut) until :meth:`ApiServer.go_online`.
+connections refused, open ones cut) until :meth:`ApiServer.go_online`;
+:meth:`ApiServer.restart` does both and then refuses every request with a 403 while the
+authorizer warms up, until :meth:`ApiServer.finish_warmup` (or a count or a time).
 
 The server runs with ``handler_cancellation=True``: a client that goes away cancels its watch
 handler, which unsubscribes it, as a real server's watch ends with its connection.
@@ -14,6 +19,7 @@ handler, which unsubscribes it, as a real server's watch ends with its connectio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -32,6 +38,7 @@ from tests.kube.fake.faults import (
     RequestPredicate,
 )
 from tests.kube.fake.listing import delete_collection, list_response
+from tests.kube.fake.rbac import Decision, Rbac, Warmup, authorize_request
 from tests.kube.fake.resources import DEFAULT_RESOURCES, ResourceTable, ResourceType
 from tests.kube.fake.routing import parse_route
 from tests.kube.fake.selectors import selector_from_query
@@ -59,6 +66,12 @@ class ApiServer:
         """Every request received, in order (logged before faults apply)."""
         self.answers: list[Answer] = []
         """How each request ended, in the order they ended (writes: the order applied)."""
+        self.rbac: Rbac | None = None
+        """The authorizer in force (:meth:`enforce_rbac`); None: every request is allowed."""
+        self.decisions: list[Decision] = []
+        """Every authorization decision (only while RBAC is enforced or warming up)."""
+        self._warmup: Warmup | None = None
+        self._warmup_timer: asyncio.TimerHandle | None = None
         self._offline = False
         self._site: web.TCPSite | None = None
         self._port = 0
@@ -106,6 +119,7 @@ class ApiServer:
         self._url = f"http://{host}:{port}"
 
     async def close(self) -> None:
+        self.finish_warmup()
         for gate in self._gates:
             gate.set()
         self.hub.end(None, abort=False)
@@ -204,6 +218,90 @@ class ApiServer:
             await site.start()
             self._site = site
         self._notify()
+
+    # -- authorization -------------------------------------------------------------------------
+
+    def enforce_rbac(self, rbac: Rbac | None) -> Rbac | None:
+        """Authorize every HTTP request with ``rbac`` from now on (None: stop); returns it.
+
+        The direct object API (``create``, ``patch``, ...) is the cluster admin: never checked.
+        """
+        self.rbac = rbac
+        return rbac
+
+    @property
+    def denied(self) -> list[RecordedRequest]:
+        """Requests refused by authorization (403, or 401 for an unknown token), in order."""
+        return [d.request for d in self.decisions if not d.allowed and d.request is not None]
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the authorizer still refuses everything after :meth:`restart`."""
+        return self._warmup is not None and not self._warmup.ended
+
+    async def restart(
+        self,
+        *,
+        warmup_requests: int | None = None,
+        warmup_s: float | None = None,
+        compact: bool = False,
+    ) -> None:
+        """Restart like a real API server: connections are cut, then every request is answered
+        403 Forbidden (the usual wording) while the RBAC authorizer's informers fill.
+
+        The warm-up ends after ``warmup_requests`` refused requests, after ``warmup_s`` seconds
+        of loop time, or at :meth:`finish_warmup`, whichever comes first; with neither given
+        only :meth:`finish_warmup` ends it, and ``warmup_requests=0`` means no warm-up.  It
+        applies whether or not RBAC is enforced.  ``compact=True`` also forgets the history,
+        as a restarted server's watch cache starts at the current resourceVersion: a watch
+        from an older one gets 410 Expired.
+        """
+        await self.go_offline()
+        if self._runner is not None and self._runner.server is not None:
+            for connection in self._runner.server.connections:
+                connection.force_close()  # idle keep-alive connections die with the process
+        self.finish_warmup()
+        if compact:
+            self.compact()
+        if warmup_requests != 0:
+            self._warmup = Warmup(warmup_requests)
+            if warmup_s is not None:
+                loop = asyncio.get_running_loop()
+                self._warmup_timer = loop.call_later(warmup_s, self.finish_warmup)
+        await self.go_online()
+
+    def finish_warmup(self) -> None:
+        """End the authorizer's warm-up now (no-op when there is none)."""
+        if self._warmup_timer is not None:
+            self._warmup_timer.cancel()
+            self._warmup_timer = None
+        if self._warmup is not None:
+            self._warmup.end()
+            self._warmup = None
+            self._notify()
+
+    def _authorize(self, request: web.Request, record: RecordedRequest) -> web.Response | None:
+        """None when the request may go on; else the 403 (or 401) to answer."""
+        decision = authorize_request(
+            self.rbac,
+            self._warmup,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            headers=request.headers,
+        )
+        if decision is None:
+            return None
+        self.decisions.append(dataclasses.replace(decision, request=record))
+        if self._warmup is not None and self._warmup.ended:
+            self.finish_warmup()
+        if decision.allowed:
+            return None
+        return json_response(
+            decision.status(),
+            status=decision.code,
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
 
     def _resource(self, resource: str | ResourceType | None) -> ResourceType | None:
         return None if resource is None else self.table.resolve(resource)
@@ -325,6 +423,9 @@ class ApiServer:
     async def _respond(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         if self._offline:
             return self._drop(request)
+        refused = self._authorize(request, record)
+        if refused is not None:
+            return refused
         for gate in list(self._gates):
             if gate.take(record):
                 await gate.wait()
