@@ -18,9 +18,11 @@ from aiohttp.test_utils import TestServer
 
 from controller.store import State
 from tests.conftest import ProxyFactory, RunningProxy
+from tests.crd.schema import CRD_PATH
 from tests.kube.fakeapi import FakeKubeAPI
 
 NS = "shop"
+CRD_NAME = "servicecheckers.maintenance.mamrezb.com"
 
 
 def checker(name: str = "shop", *, services: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -90,6 +92,12 @@ def endpoint_slice(
         "addressType": "IPv4",
         "endpoints": endpoints,
     }
+
+
+def without_schema(fake: FakeKubeAPI) -> None:
+    """Delete the CRD, so nothing checks a ServiceChecker's spec any more: a cluster with an
+    older or hand-edited CRD, where the controller's own checks are all there is."""
+    fake.delete("customresourcedefinitions", None, CRD_NAME)
 
 
 def create_critical_api(fake: FakeKubeAPI) -> None:
@@ -192,6 +200,9 @@ def cluster_factory(fake: FakeKubeAPI, start_proxy: ProxyFactory) -> ClusterFact
 async def fake() -> AsyncIterator[FakeKubeAPI]:
     """The fake API server, started (import this fixture into a conftest to use it)."""
     async with FakeKubeAPI() as server:
+        # The project's CRD, so every ServiceChecker and status write is checked against its
+        # schema, as a real API server checks them.
+        server.apply_crd(CRD_PATH)
         yield server
 
 

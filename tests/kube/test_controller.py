@@ -24,6 +24,7 @@ from tests.kube.clusters import (
     maintenance_on,
     service,
     switch_configmap,
+    without_schema,
 )
 from tests.kube.fakeapi import FakeKubeAPI
 from tests.mwmprocess import run_cli
@@ -344,6 +345,7 @@ async def test_invalid_edit_keeps_the_last_good_spec_and_says_why(
     cluster = await start_cluster()
     await cluster.wait_for(maintenance_on)
     # The CRD's schema would refuse this; a controller must not rely on it.
+    without_schema(fake)
     fake.patch(
         "servicecheckers",
         NS,

@@ -417,3 +417,27 @@ async def test_every_sample_is_created_after_the_crd(
         stored = fake_kube.get("servicecheckers", "shop", sample["metadata"]["name"])
         assert stored is not None
         assert stored["spec"] == sample["spec"]
+
+
+async def test_servicecheckers_are_checked_against_the_applied_crd(
+    fake_kube: FakeKubeAPI,
+) -> None:
+    fake_kube.apply_crd(CRD_PATH)
+    good = {
+        "apiVersion": "maintenance.mamrezb.com/v1alpha1",
+        "kind": "ServiceChecker",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {"services": [{"name": "api", "critical": True}]},
+    }
+    fake_kube.create(good)
+    bad = {"spec": {"services": [{"name": "Not_A_Name"}], "enterDelaySeconds": -1}}
+    with pytest.raises(ApiError) as refused:
+        fake_kube.patch("servicecheckers", "shop", "shop", bad)
+    assert refused.value.code == 422
+    assert refused.value.details is not None
+    fields = [cause["field"] for cause in refused.value.details["causes"]]
+    assert fields == ["spec.enterDelaySeconds", "spec.services[0].name"]
+    # Nothing changed.
+    stored = fake_kube.get("servicecheckers", "shop", "shop")
+    assert stored is not None
+    assert stored["spec"] == good["spec"]

@@ -30,7 +30,14 @@ import pytest
 
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.controller.test_localsource import write_state
-from tests.kube.clusters import NS, Cluster, ClusterFactory, checker, switch_configmap
+from tests.kube.clusters import (
+    NS,
+    Cluster,
+    ClusterFactory,
+    checker,
+    switch_configmap,
+    without_schema,
+)
 from tests.kube.fakeapi import FakeKubeAPI
 
 GOOD = """\
@@ -142,6 +149,7 @@ async def test_invalid_servicechecker_is_logged_and_listed_and_traffic_flows(
     await assert_traffic_flows(cluster.proxy)
 
     spec: dict[str, Any] = {"spec": {"services": [{"name": "Not_A_Name"}], "enterDelaySeconds": -1}}
+    without_schema(fake)  # the CRD's schema would refuse it: an older CRD, say
     fake.patch("servicecheckers", NS, "shop", spec)
     await cluster.wait_for(lambda state: bool(state.snapshot.errors))
     await assert_traffic_flows(cluster.proxy)

@@ -379,8 +379,23 @@ class ObjectStore:
             )
         if resource.validate is not None:
             causes += resource.validate(obj)
+        if resource.is_custom:
+            causes += self._schema_problems(resource, obj)
         if causes:
             raise errors.invalid(resource.kind, resource.group, name, causes)
+
+    def _schema_problems(self, resource: ResourceType, obj: Obj) -> list[tuple[str, str]]:
+        """A custom resource against the schema of its CRD, if one was created here (the
+        schema in force is the one applied, as on a real server; none applied: none checked,
+        like an old CRD without validation).  Types, patterns, bounds and CEL rules."""
+        crd = self._objects.get(
+            ("apiextensions.k8s.io", "customresourcedefinitions", "", resource.qualified_plural)
+        )
+        if crd is None:
+            return []
+        from tests.kube.fake.crschema import schema_problems
+
+        return schema_problems(crd, resource.version, obj)
 
     def _update(
         self,
