@@ -409,6 +409,11 @@ class Lab:
             name, binary=self.nginx, workdir=workdir, port=port, server_block=block, cpus=cpus
         )
 
+    def add(self, name: str, server: Server) -> Server:
+        """Start a server built elsewhere and measure it as the target ``name``."""
+        self.servers[name] = self._start(server)
+        return server
+
     def start_extra(self, name: str) -> Server:
         """A server outside ``servers`` (the soak's fresh mwm)."""
         return self._start(self.build(name))
