@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import socket
 
 from aiohttp import web
 
@@ -65,8 +66,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="mwm demo app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--fd",
+        type=int,
+        help="serve on this inherited listening socket instead of --host/--port "
+        "(demo/run.py binds the port itself, so it is never lost to another process)",
+    )
     args = parser.parse_args()
-    web.run_app(build_app(), host=args.host, port=args.port, print=None)
+    if args.fd is not None:
+        web.run_app(build_app(), sock=socket.socket(fileno=args.fd), print=None)
+    else:
+        web.run_app(build_app(), host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":

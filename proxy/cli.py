@@ -1,6 +1,7 @@
 """The ``mwm`` command line.
 
-``mwm run`` serves; ``mwm check-config`` reports every configuration problem at once;
+``mwm run`` serves; ``mwm check-config`` reports every configuration problem at once (and
+warnings, such as an override template no page uses, which do not fail it);
 ``mwm status``, ``mwm on`` and ``mwm off`` talk to a running proxy's management API.
 Configuration errors are printed as ``VARIABLE: problem`` lines with exit status 2,
 never as a traceback.
@@ -10,22 +11,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import http.client
 import json
+import math
 import os
+import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2 import meta
 
 from controller.localspec import LocalConfigError, parse_local_file
 from controller.settings import SourceKind
 from proxy.filelimit import raise_open_file_limit
 from proxy.logs import configure_logging
-from proxy.pages import PageRenderer
-from proxy.settings import Settings, SettingsError, load_settings
+from proxy.pages import OVERRIDABLE_TEMPLATES, PageRenderer
+from proxy.settings import (
+    Settings,
+    SettingsError,
+    env_name,
+    load_settings,
+    weak_secret_warnings,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -95,24 +110,111 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def template_overrides(template_dir: Path | None) -> tuple[list[str], list[str]]:
+    """``(overridden, warnings)``: the templates ``template_dir`` overrides, and warnings
+    about files in it that no page uses (a misspelt name, say) or about an empty directory.
+
+    Hidden entries are skipped (a Kubernetes ConfigMap volume adds ``..data``).  A file any
+    override includes, extends or imports is in use, whatever its name.
+    """
+    if template_dir is None or not template_dir.is_dir():
+        return [], []  # unset, or PageRenderer.check() reports it as an error
+    variable = env_name(("page", "template_dir"))
+    files = _template_files(template_dir)
+    if not files:
+        return [], [f"{variable}: {template_dir} is empty, so every page is the built-in one"]
+    overridden = [name for name in OVERRIDABLE_TEMPLATES if name in files]
+    used = _templates_in_use(template_dir, overridden, files)
+    if used is None:  # a name computed at render time: any file may be in use
+        return overridden, []
+    warnings = []
+    for name in sorted(files - used):
+        close = difflib.get_close_matches(name, OVERRIDABLE_TEMPLATES, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {close[0]}?" if close else "mwm uses " + ", ".join(OVERRIDABLE_TEMPLATES)
+        )
+        warnings.append(f"{variable}: {name} is not a template mwm uses, so it is ignored ({hint})")
+    return overridden, warnings
+
+
+def _template_files(directory: Path) -> set[str]:
+    """Every file under ``directory`` as a template name (``partials/x.html``), hidden ones not."""
+    found: set[str] = set()
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(root).relative_to(directory)
+        found.update((base / f).as_posix() for f in files if not f.startswith("."))
+    return found
+
+
+def _templates_in_use(directory: Path, roots: list[str], files: set[str]) -> set[str] | None:
+    """``roots`` and every file of ``files`` they reach; None if a reference is dynamic."""
+    env = jinja2.Environment(autoescape=True)
+    used, pending = set(roots), list(roots)
+    while pending:
+        name = pending.pop()
+        try:
+            ast = env.parse((directory / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, jinja2.TemplateSyntaxError):
+            continue  # PageRenderer.check() reports it
+        for reference in meta.find_referenced_templates(ast):
+            if reference is None:
+                return None
+            if reference in files and reference not in used:
+                used.add(reference)
+                pending.append(reference)
+    return used
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, problems = collect_problems(dict(os.environ))
+    """Every problem (exit 2) and every warning (not fatal) at once, then a summary."""
+    environ = dict(os.environ)
+    settings, problems = collect_problems(environ)
+    if settings is not None:
+        overridden, warnings = template_overrides(settings.page.template_dir)
+        warnings.extend(weak_secret_warnings(settings))
+    else:  # other settings are wrong: the template directory can still be looked at
+        raw_dir = environ.get(env_name(("page", "template_dir")))
+        overridden, warnings = template_overrides(Path(raw_dir) if raw_dir else None)
     if problems:
         _print_problems(problems)
+        _print_warnings(warnings)
         return EXIT_CONFIG
     assert settings is not None
-    print("configuration OK")
+    print("configuration OK" + (f", {_count(len(warnings), 'warning')}" if warnings else ""))
     print(f"  upstream:   {settings.upstream.url_for_display()}")
     print(f"  public:     {settings.listen.public_host}:{settings.listen.public_port}")
     print(f"  management: {settings.listen.management_host}:{settings.listen.management_port}")
     print(f"  state file: {settings.source.local.file or '(none)'}")
+    template_dir = settings.page.template_dir
+    if template_dir is None:
+        print("  templates:  built-in")
+    elif len(overridden) == len(OVERRIDABLE_TEMPLATES):
+        print(f"  templates:  all from {template_dir}")
+    elif overridden:
+        print(f"  templates:  {', '.join(overridden)} from {template_dir}, the others built-in")
+    else:
+        print(f"  templates:  built-in (nothing in {template_dir} overrides them)")
+    sys.stdout.flush()  # the summary before the warnings, also when both go to a terminal
+    _print_warnings(warnings)
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _print_problems(problems: list[str]) -> None:
     print(f"mwm: {len(problems)} configuration problem(s):", file=sys.stderr)
     for problem in problems:
         print(f"  - {problem}", file=sys.stderr)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    if warnings:
+        print(f"mwm: {_count(len(warnings), 'warning')}:", file=sys.stderr)
+    for warning in warnings:
+        print(f"  - {warning}", file=sys.stderr)
 
 
 def parse_until(text: str, *, now: datetime) -> datetime:
@@ -131,21 +233,157 @@ def parse_until(text: str, *, now: datetime) -> datetime:
     return parsed
 
 
-class ApiError(Exception):
-    pass
+class CliError(Exception):
+    """A failure the user can act on: one line on stderr for each of ``lines``, no
+    traceback."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class ApiError(CliError):
+    """The management API (or the Kubernetes API) is unreachable or refused: exit status 1."""
+
+
+class UsageError(CliError):
+    """An option or variable that cannot work: exit status 2, argparse's convention."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line: what is wrong, and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _url_problem(text: str) -> str | None:
+    """Why ``text`` is no management API base URL, or None when it is one."""
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in text):
+        return "spaces, control and non-ASCII characters are not allowed"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"the scheme is {parts.scheme}" if parts.scheme else "there is no scheme"
+    if not parts.hostname:
+        return "there is no host"
+    if parts.username is not None:
+        return "the admin token goes in --token, not in the URL"
+    if parts.query or parts.fragment:
+        return "a query or fragment is not allowed"
+    return None
+
+
+def _management_url(args: argparse.Namespace) -> str:
+    """The base URL from ``--url``, ``$MWM_MANAGEMENT_URL`` or the default, checked: urllib
+    would raise on some (``not-a-url``) and fetch others (``ftp://``, ``file://``)."""
+    if args.url is not None:
+        text, source = args.url, "argument --url"
+    elif os.environ.get("MWM_MANAGEMENT_URL"):
+        text, source = os.environ["MWM_MANAGEMENT_URL"], "MWM_MANAGEMENT_URL"
+    else:
+        return DEFAULT_MANAGEMENT_URL
+    problem = _url_problem(text)
+    if problem is not None:
+        shown = re.sub(r"//[^/@]*@", "//***@", text)  # never echo a password
+        raise UsageError(
+            f"{source}: expected an http:// or https:// URL such as {DEFAULT_MANAGEMENT_URL}, "
+            f"got {shown!r} ({problem})"
+        )
+    return str(text).rstrip("/")
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``$MWM_MANAGEMENT__ADMIN_TOKEN``, else the file
+    ``$MWM_MANAGEMENT__ADMIN_TOKEN_FILE`` names; empty counts as unset."""
+    file_variable = "MWM_MANAGEMENT__ADMIN_TOKEN_FILE"
+    if args.token:
+        token, source = args.token, "argument --token"
+    elif os.environ.get("MWM_MANAGEMENT__ADMIN_TOKEN"):
+        token, source = os.environ["MWM_MANAGEMENT__ADMIN_TOKEN"], "MWM_MANAGEMENT__ADMIN_TOKEN"
+    elif path := os.environ.get(file_variable):
+        source = file_variable
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(
+                f"{file_variable}: expected a readable UTF-8 file holding the admin token, "
+                f"got {path!r} ({reason})"
+            ) from exc
+    else:
+        return None
+    if not all("!" <= c <= "~" for c in token):
+        raise UsageError(
+            f"{source}: expected a token of visible ASCII characters "
+            "(no spaces, control or non-ASCII characters)"
+        )
+    return token or None
+
+
+_OPTIONS = {"reason": "--reason", "until": "--until"}
+"""The option behind each field of the admin API's body."""
+
+
+def _refusal(exc: urllib.error.HTTPError, method: str, url: str) -> CliError:
+    """The API's answer as lines: its field errors when it lists some (a usage error when
+    each names a field an option sets), else its ``detail``."""
+    try:
+        problem = json.loads(exc.read())
+    except (ValueError, OSError):
+        problem = None
+    if not isinstance(problem, dict):
+        problem = {}
+    where = f"{method} {url}: HTTP {exc.code}"
+    listed = problem.get("errors")
+    errors = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    if not errors:
+        return ApiError(f"{where}: {problem.get('detail') or exc.reason}")
+    lines, options = [], []
+    for error in errors:
+        field = str(error.get("field") or "body")
+        option = _OPTIONS.get(field)
+        options.append(option)
+        line = f"{f'argument {option}' if option else f'field {field}'}: "
+        line += str(error.get("message") or "not valid")
+        if error.get("expected"):
+            line += f" (expected {error['expected']})"
+        lines.append(line)
+    if all(options):
+        return UsageError(*lines)
+    return ApiError(*(f"{where}: {line}" for line in lines))
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason) or type(reason).__name__
 
 
 def _call(
     args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    url = args.url.rstrip("/") + path
+    base = _management_url(args)
+    url = base + path
     headers = {"Accept": "application/json"}
-    token = args.token or os.environ.get("MWM_MANAGEMENT__ADMIN_TOKEN")
-    if token is None and os.environ.get("MWM_MANAGEMENT__ADMIN_TOKEN_FILE"):
-        with open(os.environ["MWM_MANAGEMENT__ADMIN_TOKEN_FILE"], encoding="utf-8") as f:
-            token = f.read().strip()
-    if token and path.startswith("/api/"):
-        headers["Authorization"] = f"Bearer {token}"
+    if path.startswith("/api/"):
+        token = _admin_token(args)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -153,35 +391,57 @@ def _call(
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
-            payload: dict[str, Any] = json.loads(response.read() or b"{}")
-            return payload
+            raw = response.read()
     except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("detail", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        raise ApiError(f"{method} {url}: HTTP {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ApiError(f"cannot reach the management API at {url}: {reason}") from exc
+        raise _refusal(exc, method, url) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise ApiError(f"cannot reach the management API at {url}: {_reason(exc)}") from exc
+    try:
+        payload = json.loads(raw or b"{}")
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ApiError(
+            f"{method} {url}: the answer is not a JSON object: is {base} mwm's management API?"
+        )
+    return payload
+
+
+def _status(args: argparse.Namespace) -> dict[str, Any]:
+    """``GET /status``, refused unless it is shaped like mwm's."""
+    status = _call(args, "GET", "/status")
+    try:
+        _status_lines(status)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ApiError(
+            f"GET {_management_url(args)}/status: not mwm's status document (no {exc}): "
+            "is --url mwm's management API?"
+        ) from exc
+    return status
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    print("\n".join(_status_lines(status)))
+
+
+def _status_lines(status: dict[str, Any]) -> list[str]:
+    lines = []
     m = status["maintenance"]
-    print(f"maintenance: {'ON' if m['active'] else 'off'}")
+    lines.append(f"maintenance: {'ON' if m['active'] else 'off'}")
     if m["active"]:
         for cause in m["causes"]:
             until = f" until {cause['until']}" if cause.get("until") else ""
-            print(f"  - {cause['kind']}: {cause['reason']}{until}")
+            lines.append(f"  - {cause['kind']}: {cause['reason']}{until}")
     for service in status.get("services", []):
         flag = "ready" if service["ready"] else "NOT READY"
         critical = " (critical)" if service["critical"] else ""
-        print(
+        lines.append(
             f"  {service['namespace']}/{service['name']}{critical}: {flag} "
             f"{service['readyEndpoints']}/{service['totalEndpoints']} {service['reason']}"
         )
     for error in status.get("errors", []):
-        print(f"  error: {error}")
+        lines.append(f"  error: {error}")
+    return lines
 
 
 def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
@@ -249,7 +509,7 @@ def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | N
 def cmd_status(args: argparse.Namespace) -> int:
     if args.checker:
         return _cluster(args, None)
-    status = _call(args, "GET", "/status")
+    status = _status(args)
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -266,13 +526,12 @@ def cmd_on(args: argparse.Namespace) -> int:
         try:
             until = parse_until(args.until, now=datetime.now(UTC))
         except ValueError as exc:
-            print(f"mwm: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+            raise UsageError(f"argument {exc}") from exc
         body["until"] = until.isoformat()
     if args.checker:
         return _cluster(args, True, until)
     _call(args, "PUT", "/api/maintenance", body)
-    _print_status(_call(args, "GET", "/status"))
+    _print_status(_status(args))
     return EXIT_OK
 
 
@@ -280,12 +539,12 @@ def cmd_off(args: argparse.Namespace) -> int:
     if args.checker:
         return _cluster(args, False)
     _call(args, "DELETE", "/api/maintenance")
-    _print_status(_call(args, "GET", "/status"))
+    _print_status(_status(args))
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mwm",
         description="Maintenance-mode reverse proxy. Settings come from MWM_* variables.",
     )
@@ -299,13 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument(
             "--url",
-            default=os.environ.get("MWM_MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL),
-            help="management API base URL (env MWM_MANAGEMENT_URL; default %(default)s)",
+            help="management API base URL, http:// or https:// (default: $MWM_MANAGEMENT_URL, "
+            f"else {DEFAULT_MANAGEMENT_URL})",
         )
         sub.add_argument(
             "--token", help="admin token (default: $MWM_MANAGEMENT__ADMIN_TOKEN or ..._FILE)"
         )
-        sub.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        sub.add_argument("--timeout", type=_seconds, default=10.0, help="seconds (default 10)")
         cluster = sub.add_argument_group(
             "cluster mode", "act on a ServiceChecker through the Kubernetes API instead"
         )
@@ -328,15 +587,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every error is one line on stderr per problem, never a traceback: exit status 2 for
+    a usage error, 1 for a failure.  A reader that goes away (``mwm status | head -1``)
+    ends the command quietly."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ApiError as exc:
-        print(f"mwm: {exc}", file=sys.stderr)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+    except CliError as exc:
+        usage = isinstance(exc, UsageError)
+        prefix = f"mwm {args.command}: error: " if usage else "mwm: "
+        for line in exc.lines:
+            print(prefix + line, file=sys.stderr)
+        return EXIT_CONFIG if usage else EXIT_FAILED
+    except BrokenPipeError:
+        if args.func is cmd_run:
+            raise  # not stdout's: the server writes nothing there
+        _discard_stdout()
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED
     return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit cannot fail again (the
+    recipe in the documentation of :mod:`signal`, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is no file (replaced, closed): nothing will flush to the pipe
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""A client connection on the public listener: request-head limits and timeouts.
+"""A client connection on either listener: request-head limits, timeouts and framing.
 
 aiohttp's :class:`~aiohttp.web.RequestHandler` (one per connection) parses request heads
 with limits of its own and has one timer, ``keepalive_timeout``, which closes a
-connection that sits between requests.  Two things are missing for a listener facing
-the internet, and :class:`PublicConnection` adds them:
+connection that sits between requests.  :class:`HardenedConnection` adds what a listener
+facing hostile clients needs; both listeners use it (the public one through
+:class:`HardenedServer`, the management one through :class:`HardenedAppRunner`):
 
 - A *header timeout*.  aiohttp's one timer runs from the connection's start or the end
   of the previous response, is not reset by incoming bytes, and closes the connection if
@@ -18,11 +19,39 @@ the internet, and :class:`PublicConnection` adds them:
   leaves a head incomplete, so a head that arrives whole costs no timer; a partial head
   that arrives in the same read as a complete one before it is bounded by the keep-alive
   timer instead, like any idle connection.
-- Answers that say what went wrong.  A request line or header over the parser's limits
-  is answered 400 by aiohttp, in plain text, with a logged traceback.  Here it gets the
-  error page (as for a 502) with 414 URI Too Long or 431 Request Header Fields Too
-  Large, and is logged at debug level: it is the client's doing, and logging each one
-  at a higher level would let anyone fill the logs.
+- A bound on the bytes of a whole head (``max_header_bytes``, like nginx's
+  ``large_client_header_buffers``), and an unfinished head held at its size.  The
+  parser's own limits are per field and per count, and it keeps every field of an
+  unfinished head two or three times over (as sent, decoded, and the objects around
+  them): 120 fields of 16 KB, each within the limits, cost 3.8 MiB per connection.  So a
+  read that begins a head without ending it is not given to the parser: its bytes are
+  held here, as they came, until the empty line that ends the head arrives (then the
+  parser gets them all at once) or they pass the bound (431, and the connection closed).
+  A read that ends with a whole head, nearly every one, goes straight to the parser and
+  costs a few comparisons; a head that completes in a read longer than the bound is
+  measured from its parsed fields.  A head that begins in the read that ends a request
+  body reaches the parser with it; its bytes from the next read on are counted against
+  the same bound (so what a connection holds is bounded by the limit plus that one
+  read).  Bytes that cannot begin a request (a TLS handshake, say) and a request line
+  already past its limit go to the parser at once, to be refused at once (400, 414).
+- One request framing reading.  aiohttp's C parser (llhttp) reports the trailer fields
+  of a chunked body through the callbacks it uses for header fields, and keeps the last
+  one pending: it is added to the *next* request's headers (a bypass header, a cookie,
+  ``Authorization``), whether that request arrived with the body or later.  Nothing it
+  exposes tells whether a body had trailers, so a chunked request is the last one read on
+  its connection: it is answered with ``Connection: close``, any request parsed after it
+  is dropped unanswered, and nothing more is read.  Clients retry an unanswered request on
+  a new connection; chunked request bodies are rare (browsers never send them).  A
+  request switching protocols (a websocket handshake) is the last one too: aiohttp parses
+  what follows it only when the switch is declined, outside ``data_received``.
+- Answers that say what went wrong, and nothing else.  A request line or header over the
+  parser's limits is answered 400 by aiohttp, in plain text, with a logged traceback; a
+  malformed one gets a 400 quoting the offending bytes (a header with a token in it, say)
+  and ``Server: Python/... aiohttp/...``.  Here it gets the listener's own answer (the
+  error page on the public listener, a short text on the management one), 400, 414 URI
+  Too Long or 431 Request Header Fields Too Large, ``Server: mwm``, and is logged at debug
+  level: it is the client's doing, and logging each one at a higher level would let anyone
+  fill the logs.
 
 Once a head is complete the header timer stops; a slow body, a slow upstream or a
 websocket are not its business (the upstream timeouts and the client's own patience
@@ -35,11 +64,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import _ErrInfo
 
+from proxy.conformance import parser_refusal
 from proxy.forwarding import ErrorResponder
 from proxy.metrics import Metrics
 from proxy.pages import SERVER
@@ -51,10 +85,41 @@ _TOO_MANY_HEADERS = "Too many headers received"
 """The message of aiohttp's parser (C and Python) for more than ``max_headers`` fields."""
 
 
-class PublicConnection(web.RequestHandler):
-    """aiohttp's request handler with a header timeout and 414/431 answers."""
+class HeadTooLarge(HttpProcessingError):
+    """A request head over ``max_header_bytes`` in all: raised by no parser, queued here."""
 
-    __slots__ = ("_header_timer", "_limits", "_metrics", "_refuse")
+    code = 431
+    message = "Request head too large"
+
+
+def text_refusal(request: web.BaseRequest, status: int, reason: str) -> web.Response:
+    """A short plain-text refusal, for a listener whose clients are programs (probes,
+    Prometheus, ``mwm`` itself) rather than browsers."""
+    return web.Response(
+        status=status,
+        text=f"{HTTPStatus(status).phrase}: {reason}\n",
+        headers={hdrs.SERVER: SERVER, hdrs.CACHE_CONTROL: "no-store"},
+    )
+
+
+class HardenedConnection(web.RequestHandler):
+    """aiohttp's request handler with a header timeout, a bound on a whole head, one
+    chunked request per connection and answers of our own to bad heads."""
+
+    __slots__ = (
+        "_body",
+        "_body_is_chunked",
+        "_ended",
+        "_head_bytes",
+        "_header_timer",
+        "_held",
+        "_idle",
+        "_limits",
+        "_max_head_bytes",
+        "_max_line_bytes",
+        "_metrics",
+        "_refuse",
+    )
 
     def __init__(
         self,
@@ -62,7 +127,7 @@ class PublicConnection(web.RequestHandler):
         *,
         limits: LimitSettings,
         refuse: ErrorResponder,
-        metrics: Metrics,
+        metrics: Metrics | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -77,21 +142,129 @@ class PublicConnection(web.RequestHandler):
         self._refuse = refuse
         self._metrics = metrics
         self._header_timer: asyncio.TimerHandle | None = None
+        self._held: bytearray | None = None
+        """The beginning of a head whose end has not arrived (the parser has not seen it)."""
+        self._head_bytes: int | None = None
+        """Bytes of the beginning of a head that the parser holds, as far as counted; None
+        when it holds none (between requests, or when the head is held here)."""
+        self._body: StreamReader | None = None
+        """The body of the last request parsed while it is still arriving."""
+        self._body_is_chunked = False
+        self._ended = False
+        """Nothing more is read on this connection (after a chunked request or a refusal)."""
+        self._idle = True
+        """Between requests, with none of the states above: the next read takes the short
+        way through :meth:`data_received`."""
+        self._max_head_bytes = limits.max_header_bytes
+        self._max_line_bytes = limits.max_request_line_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        # A head that arrives whole in one read (nearly every one) needs no timer: the
-        # clock is armed only when a read leaves a new head incomplete.
-        began = self._header_timer is None and self._waiting_for_a_request()
+        if self._idle and data.endswith(b"\r\n\r\n"):
+            # The usual read: a whole head, between requests.  What it costs beyond
+            # aiohttp's own parsing is these few checks.
+            parsed = self._request_count
+            super().data_received(data)
+            if self._request_count - parsed == 1 and len(data) <= self._max_head_bytes:
+                payload = self._messages[-1][1]
+                if payload is EMPTY_PAYLOAD and not self._upgraded:
+                    self._stop_header_timer()
+                    return
+            self._parsed(parsed, data)
+        elif self._ended:
+            pass
+        elif (held := self._held) is not None and data:
+            seen = len(held)
+            held += data
+            if _ends_a_head(held, seen):
+                self._held = None
+                self._split(bytes(held))
+            else:
+                self._check_held(held)
+        elif (
+            self._head_bytes is not None  # the parser holds the beginning of a head
+            or self._body is not None
+            or self._upgraded
+            or self._payload_parser is not None  # a websocket's frames
+            or not data
+            or data.endswith(b"\r\n\r\n")
+        ):
+            self._parse(data)
+        else:
+            self._split(data)
+
+    def _split(self, data: bytes) -> None:
+        """``data`` begins a head and does not end with a complete one: the parser gets
+        what ends a head, and an unfinished head is held here until its end arrives."""
+        end = data.rfind(b"\r\n\r\n")
+        if end < 0:
+            if b"\n\n" in data or not data[:1].isupper():
+                self._parse(data)  # no head the parser would wait for: it says so
+            else:
+                self._hold(data)
+            return
+        rest = data[end + 4 :]
+        self._parse(data[: end + 4])
+        if not rest or self._ended:
+            return
+        if self._idle and not self._upgraded and rest[:1].isupper() and not _ends_a_head(rest, 0):
+            self._hold(rest)  # timed by the keep-alive timer, as before
+        else:
+            self._parse(rest)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep the beginning of a head until its end arrives (the parser is not given it)."""
+        self._start_header_timer_if_idle()
+        self._held = held = bytearray(data)
+        self._idle = False
+        self._check_held(held)
+
+    def _check_held(self, held: bytearray) -> None:
+        """Refuse a held head past the bound; a request line past its own limit goes to the
+        parser, whose refusal (414) says what is wrong."""
+        if len(held) > self._max_head_bytes:
+            self._refuse_head()
+        elif len(held) > self._max_line_bytes and held.find(b"\n", 0, self._max_line_bytes) < 0:
+            self._held = None
+            self._parse(bytes(held))
+
+    def _parse(self, data: bytes) -> None:
+        """Hand ``data`` to aiohttp's parser, then :meth:`_parsed`."""
         parsed = self._request_count
         super().data_received(data)
+        self._parsed(parsed, data)
+
+    def _parsed(self, parsed: int, data: bytes) -> None:
+        """Look at what the parser made of ``data``; ``parsed`` requests were queued before."""
         if self._request_count != parsed:  # a head is complete (or refused): stop the clock
             self._stop_header_timer()
-        elif began:
-            self._start_header_timer()
+            self._read_heads(self._request_count - parsed, data)
+        else:
+            # No head completed: the parser changed nothing of the handler's state.
+            self._start_header_timer_if_idle()
+            body = self._body
+            if body is not None:
+                if body.is_eof():
+                    # Bytes after the body's end begin the next head, in the parser: not
+                    # counted (at most this read); or nothing more is read, after a chunked one.
+                    self._body = None
+                    self._head_bytes = 0
+                    self._ended = self._body_is_chunked
+            elif not self._upgraded and self._payload_parser is None and data:
+                # No head completed, no body: the parser holds these bytes as part of a head.
+                self._head_bytes = (self._head_bytes or 0) + len(data)
+                if self._head_bytes > self._max_head_bytes:
+                    self._refuse_head()
+        self._idle = (
+            self._head_bytes is None
+            and self._body is None
+            and self._held is None
+            and not self._ended
+            and not self._body_is_chunked
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_header_timer()
@@ -110,11 +283,89 @@ class PublicConnection(web.RequestHandler):
             response.headers[hdrs.SERVER] = SERVER  # not aiohttp's, with its version
             return response
         status, reason = refusal
+        self._ended, self._idle = True, False  # nothing after a refused head is read
         log.debug("request head refused", extra={"status": status, "client": request.remote})
-        self._metrics.rejected[status] += 1
+        if self._metrics is not None:
+            self._metrics.rejected[status] += 1
         response = self._refuse(request, status, reason)
         response.force_close()  # the parser stopped mid-head: nothing after it can be read
         return response
+
+    def _read_heads(self, count: int, data: bytes) -> None:
+        """Look at the ``count`` requests the last read completed (the last ones queued)."""
+        messages = self._messages
+        first = len(messages) - count
+        if self._body_is_chunked:
+            # The chunked body ended in this read and more requests came after it: they
+            # are not served (the last trailer field may be in the first one's headers).
+            self._drop_after(first - 1)
+            self._ended = True
+            return
+        limit = self._max_head_bytes
+        # Every head completed here began in this read or in the bytes the parser held.
+        measure = (self._head_bytes or 0) + len(data) > limit  # else all are within it
+        for index in range(first, len(messages)):
+            message, payload = messages[index]
+            if isinstance(message, _ErrInfo):  # the parser's refusal: nothing after it is read
+                self._ended = True
+                return
+            if measure and _head_size(message) > limit:
+                messages[index] = (self._too_large(), EMPTY_PAYLOAD)
+                self._drop_after(index)
+                self._ended = True
+                return
+            if payload is not EMPTY_PAYLOAD and (message.chunked or message.upgrade):
+                # The last request of its connection (an upgrade: see below).
+                messages[index] = (message._replace(should_close=True), payload)
+                if message.chunked:
+                    # Requests after it in this read came after its last chunk: dropped.
+                    self._drop_after(index)
+                    self._body, self._body_is_chunked = payload, True
+                    self._ended = payload.is_eof()  # else once its body has arrived
+                    return
+        message, payload = messages[-1]
+        if payload is not EMPTY_PAYLOAD:
+            if not payload.is_eof():
+                self._body, self._head_bytes = payload, None
+            else:  # a body ended in this read: what follows it is not counted
+                self._body, self._head_bytes = None, 0
+            return
+        self._body = None
+        if self._upgraded and not isinstance(message, _ErrInfo):
+            # An upgrade without a body (a websocket handshake): the last request of its
+            # connection.  aiohttp parses what follows only if the upgrade is declined,
+            # outside data_received, where nothing here would look at it.
+            messages[-1] = (message._replace(should_close=True), payload)
+        elif data.endswith(b"\r\n\r\n"):
+            self._head_bytes = None  # the read ended with the head: between requests
+        else:
+            # What follows the last head begins the next one (held here unless bytes after
+            # a head reached the parser with it: pipelined, or after a body).
+            self._head_bytes = len(data) - data.rfind(b"\r\n\r\n") - 4
+            if self._head_bytes > limit:
+                self._refuse_head()
+
+    def _drop_after(self, index: int) -> None:
+        """Unqueue every request after the one at ``index``: they will not be answered."""
+        messages = self._messages
+        while len(messages) > index + 1:
+            messages.pop()
+
+    def _refuse_head(self) -> None:
+        """Queue the 431 answer to the head being received, and read nothing more."""
+        self._stop_header_timer()
+        self._ended = True
+        self._idle = False
+        self._held = None
+        self._messages.append((self._too_large(), EMPTY_PAYLOAD))
+        self._request_count += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _too_large(self) -> _ErrInfo:
+        exc = HeadTooLarge(message=HeadTooLarge.message)
+        return _ErrInfo(status=exc.code, exc=exc, message=exc.message)
 
     def _refusal(self, exc: BaseException | None) -> tuple[int, str] | None:
         """``(status, reason)`` when ``exc`` is the parser's: a size limit, or malformed."""
@@ -135,6 +386,17 @@ class PublicConnection(web.RequestHandler):
                 f"The request has more than the {limits.max_header_count} header fields "
                 "this site accepts."
             )
+        if isinstance(exc, HeadTooLarge):
+            return 431, (
+                f"The request's headers are larger than the {limits.max_header_bytes} bytes "
+                "this site accepts in all. Clearing this site's cookies may help."
+            )
+        if isinstance(exc, HttpProcessingError):
+            # llhttp refuses an HTTP version it does not know as a malformed line; the
+            # Python parser passes it on; both must answer 505.
+            refused = parser_refusal(exc.message)
+            if refused is not None:
+                return refused.status, refused.reason
         if isinstance(exc, HttpProcessingError) and exc.code == 400:
             # aiohttp's own answer quotes the offending bytes back (a header with a token
             # in it, say) and names its version; ours says only what is wrong.
@@ -145,6 +407,14 @@ class PublicConnection(web.RequestHandler):
         """True between requests: the handler loop waits and nothing is queued."""
         waiter = self._waiter
         return waiter is not None and not waiter.done() and not self._messages
+
+    def _start_header_timer_if_idle(self) -> None:
+        """Arm the header clock when a read leaves a new head incomplete between requests.
+        A head that arrives whole in one read (nearly every one) needs no timer; a head
+        begun behind a request in progress is timed by the keep-alive timer that starts
+        when that request has been answered."""
+        if self._header_timer is None and self._waiting_for_a_request():
+            self._start_header_timer()
 
     def _start_header_timer(self) -> None:
         # The idle keep-alive timer stops: a request has begun (aiohttp restarts it after
@@ -163,13 +433,35 @@ class PublicConnection(web.RequestHandler):
         self._header_timer = None
         if self._request_in_progress:  # cannot happen (a head stops the timer); never cut one
             return
-        self._metrics.header_timeouts += 1
+        if self._metrics is not None:
+            self._metrics.header_timeouts += 1
         log.debug("request head not complete in time: closing the connection")
         self.force_close()
 
 
-class PublicServer(web.Server):
-    """aiohttp's low-level server making :class:`PublicConnection` connections."""
+def _ends_a_head(data: bytes | bytearray, seen: int) -> bool:
+    """Whether ``data``, of which the first ``seen`` bytes were looked at before, holds the
+    end of a head (an empty line; with bare LFs too, which the parser refuses)."""
+    return (
+        data.find(b"\r\n\r\n", max(seen - 3, 0)) >= 0 or data.find(b"\n\n", max(seen - 1, 0)) >= 0
+    )
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """The bytes of ``message``'s head as sent, or a little fewer: the request line and
+    every field line, less the whitespace around values (the parser strips it)."""
+    # "METHOD target HTTP/1.1\r\n", then "name:value\r\n" per field, then "\r\n".
+    size = len(message.method) + len(message.path) + 14
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 3
+    return size
+
+
+class HardenedServer(web.Server):
+    """aiohttp's low-level server making :class:`HardenedConnection` connections.
+
+    ``metrics`` counts refusals and header timeouts (the public listener's); None counts
+    nothing."""
 
     def __init__(
         self,
@@ -177,7 +469,7 @@ class PublicServer(web.Server):
         *,
         limits: LimitSettings,
         refuse: ErrorResponder,
-        metrics: Metrics,
+        metrics: Metrics | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
@@ -185,12 +477,45 @@ class PublicServer(web.Server):
         self._refuse = refuse
         self._metrics = metrics
 
-    def __call__(self) -> PublicConnection:
-        return PublicConnection(
+    def __call__(self) -> HardenedConnection:
+        return HardenedConnection(
             self,
             loop=self._loop,
             limits=self._limits,
             refuse=self._refuse,
             metrics=self._metrics,
             **self._kwargs,
+        )
+
+
+class HardenedAppRunner(web.AppRunner):
+    """aiohttp's runner for an :class:`~aiohttp.web.Application` whose connections are
+    :class:`HardenedConnection` ones (aiohttp's would answer bad heads itself)."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        limits: LimitSettings,
+        refuse: ErrorResponder = text_refusal,
+        metrics: Metrics | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._limits = limits
+        self._refuse = refuse
+        self._metrics = metrics
+
+    async def _make_server(self) -> web.Server:
+        # aiohttp's own steps (the application started and frozen, its server's options
+        # gathered), then the same server with hardened connections.
+        plain = await super()._make_server()
+        return HardenedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            limits=self._limits,
+            refuse=self._refuse,
+            metrics=self._metrics,
+            **plain._kwargs,
         )

@@ -14,12 +14,14 @@ answers ``False`` rather than raising.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 
-__all__ = ["CookieSigner", "derive_cookie_key", "without_cookie"]
+__all__ = ["CookieSigner", "cookie_values", "derive_cookie_key", "without_cookie"]
 
 _VERSION = "v1"
 MAX_COOKIE_CHARS = 256
@@ -100,16 +102,55 @@ def derive_cookie_key(*, cookie_secret: str | None, token: str | None) -> bytes 
     return None
 
 
+def cookie_values(headers: Iterable[str], name: str) -> list[str]:
+    """The values of the cookies named ``name``, read the way a browser sends them.
+
+    A browser joins its cookies with ``"; "`` (RFC 6265 section 5.4) and sends a value
+    exactly as it was set, so only a ``;``-separated pair whose name is exactly ``name``
+    counts; each ``Cookie`` header is read on its own.  A pair glued to another with a
+    space or a comma (``a=1 mwm_bypass=...``, ``a=1, mwm_bypass=...``) is not a cookie a
+    browser sent, so it grants nothing, where a lenient parser such as ``SimpleCookie``
+    would find one.  This is deliberately narrower than :func:`without_cookie`, which
+    removes every pair any parser could read as ``name``: whatever can grant is removed.
+    """
+    values = []
+    for header in headers:
+        if name not in header:
+            continue
+        for pair in header.split(";"):
+            pair_name, equals, value = pair.strip(" \t").partition("=")
+            if equals and pair_name == name:
+                values.append(value)
+    return values
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs_named(name: str) -> re.Pattern[str]:
+    """``name=value`` where some parser sees a pair start, with the separators after it.
+
+    A separator is what any cookie parser may take for the end of a pair: ``;``, ``,``
+    or whitespace.  The value runs to the next separator; after ``= `` (a space), a word
+    that is the next pair's name (``name= other=1``, ``name= other =1``) is not the value.
+    """
+    value = r"(?:\s*[^;,\s=]+(?![^;,\s])(?!\s*=)|[^;,\s]*)"
+    return re.compile(rf"(?<![^;,\s]){re.escape(name)}\s*={value}[;,\s]*")
+
+
 def without_cookie(header: str, name: str) -> str | None:
     """A ``Cookie`` header value without the pairs named ``name``; None when nothing is left.
 
     The bypass cookie is the proxy's business: forwarded, it would sit in the application's
     request logs and error reports, where anyone reading them could replay it until it
-    expires.  Other pairs are passed on exactly as sent.
+    expires.  Browsers separate pairs with ``"; "``, but other clients send spaces or
+    ``", "``, and applications' parsers differ in what they split on, so a pair counts as
+    named ``name`` wherever it starts the header or follows a ``;``, a ``,`` or whitespace
+    (spaces around ``=`` allowed); it goes with the separators after it, up to the next
+    pair.  Everything else is passed on exactly as sent.
     """
     if name not in header:
         return header
-    kept = [pair for pair in header.split(";") if pair.split("=", 1)[0].strip() != name]
-    if not kept:
-        return None
-    return ";".join(kept).strip()
+    kept = _pairs_named(name).sub("", header)
+    end = len(kept)
+    while end and (kept[end - 1] in ";," or kept[end - 1].isspace()):
+        end -= 1  # what separated the last pair removed from the one before it
+    return kept[:end] or None

@@ -22,25 +22,50 @@ How failures surface:
   clean but truncated one.
 - The client going away stops the relay and releases the upstream connection.
 
-A websocket upgrade is relayed message by message: the upstream socket is opened first
-(offering the client's subprotocols), the client's is accepted with the one the upstream
-chose, then two pumps copy text, binary, ping and pong frames until either side closes;
-its close code and reason are passed to the other side.  A side that vanishes without a
-close frame is reported as 1001 (client gone) or 1014 (bad gateway) to the other.  On
-shutdown, :meth:`Forwarder.close_websockets` closes every relayed websocket with 1001
-(going away) both ways: a websocket never ends by itself, so waiting for it would hold
-the drain until its timeout and then cut it without a close frame.
+A websocket upgrade is a ``GET`` without a body (RFC 6455 section 4.1); anything else that
+asks for one (``POST`` with a body, say) is forwarded as the plain request it also is,
+without its ``Upgrade``, as RFC 9110 section 7.8 allows and as a malformed handshake is:
+the upstream's handshake carries no body, so a client's body and ``Content-Length`` would
+leave the upstream waiting for bytes that never come.  It is relayed message by message:
+the upstream socket is opened first (offering the client's subprotocols), the client's is
+accepted with the one the upstream chose, then two pumps copy text, binary, ping and pong
+frames until either side closes; its close code and reason are passed to the other side.
+A side that vanishes without a close frame is reported as 1001 (client gone) or 1014 (bad
+gateway) to the other.  On shutdown, :meth:`Forwarder.close_websockets` closes every
+relayed websocket with 1001 (going away) both ways: a websocket never ends by itself, so
+waiting for it would hold the drain until its timeout and then cut it without a close
+frame.
 
 A request body over ``max_body_bytes`` is refused with 413 (from ``on_error``): at once
 when its ``Content-Length`` says so, before the upstream is contacted; a chunked one as
 soon as it grows past the limit, by failing the upstream request mid-body, so the
 upstream sees a truncated body and a closed connection, never a complete request.  A
-body that stops arriving for ``body_timeout_s`` is cut the same way, with 408: a stalled
-upload would otherwise hold one of the pool's upstream connections for good, and enough
-of them would leave every other request waiting for one.
+body that stops arriving for ``body_timeout_s``, or arrives slower than
+``body_min_rate_bytes_s`` over each ``body_timeout_s`` spent waiting for it, is cut the
+same way, with 408: a stalled or trickling upload would otherwise hold one of the pool's
+upstream connections for as long as it likes, and enough of them would leave every other
+request waiting for one.  Only time spent waiting for the client counts (a body held back
+by a slow upstream is not the client's doing); one timer per body, re-armed when it fires,
+watches the silence, and the rate is checked as bytes arrive, so a chunk costs two clock
+readings, not a timer.
 ``Expect: 100-continue`` is answered here, once the length is known to be acceptable (the
 header is not forwarded: the upstream would otherwise wait for a body the client is
 holding back until it hears 100).
+
+A streamed response (one too large, or of unknown length, to read whole) holds its
+upstream connection while the client reads it.  A write to the client that waits longer
+than ``client_send_timeout_s`` for the client to read aborts the client connection and
+releases the upstream one (nginx's ``send_timeout``); again one timer per response, and a
+clock reading per write.
+
+Upstream connections are slots: at most ``pool_size`` at once, at most ``max_per_client``
+per client address (requests waiting for a slot count too), each over its limit answered
+with the 503 "busy" page and ``Retry-After``.  A slot is never spent on a client that has
+gone: a request whose client left before it got a slot is not forwarded (``499``, which
+only the access log sees), and when the pool or a client's share is full, requests
+holding a slot for a client that has left are cancelled then and there (aiohttp's
+``handler_cancellation`` would do it on the disconnect; the public server does not turn it
+on), which aborts their upstream requests and frees the slots at once.
 
 A request is sent again, once, on a new connection when its connection broke before any
 byte of the answer came back (reset, or closed by the upstream), but only when that is
@@ -55,7 +80,9 @@ so the race stays rare.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import math
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from ipaddress import IPv6Network
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -65,7 +92,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.cookie import without_cookie
-from proxy.forwarded import forwarded_for_header
+from proxy.forwarded import client_address, forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.pages import SERVER, http_head, status_phrase
 from proxy.prebuilt import PrebuiltResponse, fits
@@ -97,13 +124,15 @@ _CLIENT_FORWARDING: Final = (
 _REWRITTEN: Final = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
 # The server already answered ``Expect: 100-continue`` before the handler ran.
 _ANSWERED_HERE: Final = ("expect",)
-# The websocket handshake is per connection: aiohttp makes its own toward the upstream.
+# The websocket handshake is per connection: aiohttp makes its own toward the upstream,
+# and it has no body (a client's Content-Length would leave the upstream waiting for one).
 _HANDSHAKE: Final = (
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-extensions",
     "sec-websocket-protocol",
     "sec-websocket-accept",
+    "content-length",
 )
 _REQUEST_DROP_UNTRUSTED: Final = hop_by_hop_and(*_CLIENT_FORWARDING, *_ANSWERED_HERE)
 _REQUEST_DROP_TRUSTED: Final = hop_by_hop_and(*_REWRITTEN, *_ANSWERED_HERE)
@@ -115,6 +144,12 @@ _SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Cont
 _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_CLIENT_GONE: Final = 499
+"""nginx's status for a request whose client closed the connection before the answer: no
+one receives it, the access log shows it."""
+_UNCAPPED: Final[Hashable] = object()
+"""The client key of a request that no per-client cap counts."""
 
 _RELAYED_FRAMES: Final = frozenset(
     {WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG}
@@ -137,14 +172,20 @@ class Forwarder:
 
     __slots__ = (
         "_base",
+        "_body_min_rate",
         "_body_timeout_s",
+        "_clients",
         "_going_away",
+        "_holding",
         "_max_body_bytes",
         "_max_message_bytes",
+        "_max_per_client",
         "_on_error",
         "_private_cookie",
         "_request_drop",
+        "_retry_after",
         "_retrying_session",
+        "_send_timeout_s",
         "_session",
         "_settings",
         "_slots",
@@ -170,7 +211,9 @@ class Forwarder:
         self._trusted_hops = trusted_hops
         self._on_error = on_error
         self._max_body_bytes = max_body_bytes  # 0: no limit
-        self._body_timeout_s = body_timeout_s  # None: no limit
+        self._body_timeout_s = body_timeout_s  # None: no limit, and no minimum rate either
+        self._body_min_rate = settings.body_min_rate_bytes_s  # 0: no minimum
+        self._send_timeout_s = settings.client_send_timeout_s  # 0: no limit
         self._max_message_bytes = settings.websocket_max_message_bytes
         upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
@@ -184,6 +227,13 @@ class Forwarder:
         # for a free connection has a bound of its own (aiohttp counts it in the connect
         # timeout, and its error cannot tell a saturated pool from an unreachable app).
         self._slots = asyncio.Semaphore(settings.pool_size) if settings.pool_size else None
+        # Requests holding one of the pool's slots, and (with a per-client cap) every request
+        # holding or waiting for one, by client: whose slots to take back from clients gone.
+        # Keyed by id(): a request is a mapping, so not hashable.
+        self._holding: dict[int, web.BaseRequest] = {}
+        self._max_per_client = settings.max_per_client  # 0: no cap
+        self._clients: dict[Hashable, dict[int, web.BaseRequest]] = {}
+        self._retry_after = str(max(1, math.ceil(settings.pool_timeout_s)))
         self._session: aiohttp.ClientSession | None = None
         self._retrying_session: aiohttp.ClientSession | None = None
         self._going_away = asyncio.Event()
@@ -242,16 +292,23 @@ class Forwarder:
         query = request.rel_url.raw_query_string
         url = URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
         upgrade = request.headers.get("Upgrade")
-        if upgrade is not None and upgrade.lower() == "websocket":
+        if (
+            upgrade is not None
+            and upgrade.lower() == "websocket"
+            and request.method == "GET"
+            and not request.body_exists
+        ):
             offered = _offered_protocols(request)
-            # A malformed handshake is forwarded as plain HTTP, without its Upgrade.
+            # A malformed handshake is forwarded as plain HTTP, without its Upgrade; so is
+            # one that is not a GET without a body (see the module docstring).
             if web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
-                if (busy := await self._take_slot(request)) is not None:
+                busy, client = await self._take_slot(request)
+                if busy is not None:
                     return busy
                 try:
                     return await self._forward_websocket(request, session, url, offered)
                 finally:
-                    self._give_slot()
+                    self._give_slot(request, client)
         body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
         if request.body_exists:
             body = request.content
@@ -260,14 +317,17 @@ class Forwarder:
             if limit and length is not None and length > limit:
                 return self._body_too_large(request)
             if silence_s is not None or (limit and length is None):
-                body = _guarded(body, limit=limit, silence_s=silence_s)
+                body = _guarded(
+                    body, limit=limit, silence_s=silence_s, min_rate=self._body_min_rate
+                )
             if request.version >= HttpVersion11 and _expects_continue(request):
                 await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
         if body is None and request.method in _RESENDABLE_METHODS:
             assert self._retrying_session is not None
             session = self._retrying_session
-        if (busy := await self._take_slot(request)) is not None:
+        busy, client = await self._take_slot(request)
+        if busy is not None:
             return busy
         try:
             try:
@@ -287,34 +347,100 @@ class Forwarder:
             finally:
                 upstream.release()
         finally:
-            self._give_slot()
+            self._give_slot(request, client)
 
-    async def _take_slot(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        """Take one of the ``pool_size`` upstream slots, or return the 503 page when none
-        came free within ``pool_timeout_s`` (the app is saturated: better a quick answer
-        the client can retry than a wait with no end).  Without a limit, always None."""
-        slots = self._slots
+    async def _take_slot(
+        self, request: web.BaseRequest
+    ) -> tuple[web.StreamResponse | None, Hashable]:
+        """Take an upstream slot for ``request``: ``(None, client)``, to be given back with
+        :meth:`_give_slot`; or ``(response, _)`` to answer instead.
+
+        The response is the 503 page when the client already holds or waits for
+        ``max_per_client`` slots (at once), or when none of the ``pool_size`` came free
+        within ``pool_timeout_s`` (the app is saturated: better a quick answer the client
+        can retry than a wait with no end); the 499 nobody reads when the client has left.
+        Without a pool limit or a per-client cap, ``(None, _UNCAPPED)`` at once."""
+        slots, cap = self._slots, self._max_per_client
+        if slots is None and not cap:
+            return None, _UNCAPPED
+        if request.transport is None:  # the client left before its request was forwarded
+            return _client_gone(), _UNCAPPED
+        client = _UNCAPPED
+        if cap:
+            client = self._client_key(request)
+            mine = self._clients.get(client)
+            if mine is None:
+                mine = self._clients[client] = {}
+            elif len(mine) >= cap and len(mine) - _reclaim(mine.values()) >= cap:
+                return self._busy(
+                    request,
+                    f"{cap} requests from your address are already in progress, "
+                    "the most this site serves at once",
+                ), _UNCAPPED
+            mine[id(request)] = request
         if slots is None:
-            return None
-        if not slots.locked():
+            return None, client
+        if slots.locked():
+            _reclaim(self._holding.values())  # the slots of clients gone come free at once
+            settings = self._settings
+            try:
+                async with asyncio.timeout(settings.pool_timeout_s):
+                    await slots.acquire()
+            except TimeoutError:
+                self._leave(request, client)
+                return self._busy(
+                    request,
+                    f"all {settings.pool_size} connections to the upstream stayed busy for "
+                    f"{settings.pool_timeout_s:g} s",
+                ), _UNCAPPED
+            except BaseException:  # cancelled (its client left while it waited, say)
+                self._leave(request, client)
+                raise
+            if request.transport is None:  # the client left while it waited
+                slots.release()
+                self._leave(request, client)
+                return _client_gone(), _UNCAPPED
+        else:
             await slots.acquire()  # returns at once
-            return None
-        settings = self._settings
-        try:
-            async with asyncio.timeout(settings.pool_timeout_s):
-                await slots.acquire()
-        except TimeoutError:
-            return self._on_error(
-                request,
-                503,
-                f"all {settings.pool_size} connections to the upstream stayed busy for "
-                f"{settings.pool_timeout_s:g} s",
-            )
-        return None
+        self._holding[id(request)] = request
+        return None, client
 
-    def _give_slot(self) -> None:
+    def _give_slot(self, request: web.BaseRequest, client: Hashable) -> None:
         if self._slots is not None:
+            del self._holding[id(request)]
             self._slots.release()
+        self._leave(request, client)
+
+    def _leave(self, request: web.BaseRequest, client: Hashable) -> None:
+        """Stop counting ``request`` against its client's cap."""
+        if client is _UNCAPPED:
+            return
+        mine = self._clients.get(client)
+        if mine is not None:
+            mine.pop(id(request), None)
+            if not mine:
+                del self._clients[client]
+
+    def _client_key(self, request: web.BaseRequest) -> Hashable:
+        """What the per-client cap counts by: the client address the bypass rules see, an
+        IPv6 one by its /64 (one subscriber's share; an IPv4-mapped one as IPv4)."""
+        trusted_hops = self._trusted_hops
+        forwarded_for = request.headers.getall("X-Forwarded-For", ()) if trusted_hops else ()
+        address = client_address(request.remote, forwarded_for, trusted_hops=trusted_hops)
+        if address is None:
+            return request.remote  # not an IP address (a Unix socket): its text, or None
+        if address.version == 6:
+            mapped = address.ipv4_mapped
+            if mapped is not None:
+                return mapped
+            return IPv6Network((int(address) >> 64 << 64, 64))
+        return address
+
+    def _busy(self, request: web.BaseRequest, reason: str) -> web.StreamResponse:
+        """The 503 page for no free slot; retrying after about the pool's wait may help."""
+        response = self._on_error(request, 503, reason)
+        response.headers["Retry-After"] = self._retry_after
+        return response
 
     def _upstream_headers(self, request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
         incoming = request.headers
@@ -374,20 +500,43 @@ class Forwarder:
         )
         if private:
             _make_private(response.headers)
+        watch = _SendWatch(request, self._send_timeout_s) if self._send_timeout_s else None
         try:
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            if watch is None:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            else:
+                # The same, each write stamped for the watch (a clock reading, no timer); a
+                # write it cut returns (the abort wakes it), and the relay stops there.
+                clock = watch.clock
+                watch.since = clock()
+                await response.prepare(request)
+                watch.since = None
+                async for chunk in upstream.content.iter_any():
+                    watch.since = clock()
+                    await response.write(chunk)
+                    watch.since = None  # waiting for the upstream is not the client's doing
+                    if watch.expired:
+                        raise ConnectionResetError
+                watch.since = clock()
+                await response.write_eof()
+                if watch.expired:
+                    raise ConnectionResetError
         except (aiohttp.ClientError, OSError, TimeoutError):
-            # Upstream died or went silent mid-body, or the client left: neither side can
-            # be told with a status any more.  Closing the client connection (rather than
-            # ending the body) makes the client see an incomplete response.
+            # Upstream died or went silent mid-body, the client left, or it stopped reading
+            # for client_send_timeout_s: neither side can be told with a status any more.
+            # Closing the client connection (rather than ending the body) makes the client
+            # see an incomplete response.
             upstream.close()
             response.force_close()
             transport = request.transport
             if transport is not None:
                 transport.close()
+        finally:
+            if watch is not None:
+                watch.stop()
         return response
 
     def _failed(self, request: web.BaseRequest, exc: aiohttp.ClientError) -> web.StreamResponse:
@@ -395,14 +544,20 @@ class Forwarder:
         if isinstance(exc.__cause__, BodyTooLarge):
             return self._body_too_large(request)
         if isinstance(exc.__cause__, BodyStalled):
-            response = self._on_error(
-                request,
-                408,
-                f"The request body stopped arriving for {self._body_timeout_s:g} s.",
+            return self._body_too_slow(
+                request, f"The request body stopped arriving for {self._body_timeout_s:g} s."
             )
-            response.force_close()
-            return response
+        if isinstance(exc.__cause__, BodyTooSlow):
+            return self._body_too_slow(
+                request,
+                f"The request body arrived slower than {self._body_min_rate} bytes per second.",
+            )
         return self._on_error(request, 502, _failure_reason(exc))
+
+    def _body_too_slow(self, request: web.BaseRequest, reason: str) -> web.StreamResponse:
+        response = self._on_error(request, 408, reason)
+        response.force_close()
+        return response
 
     def _body_too_large(self, request: web.BaseRequest) -> web.StreamResponse:
         response = self._on_error(
@@ -571,27 +726,198 @@ class BodyStalled(Exception):
     Not a :class:`TimeoutError`: aiohttp would report that as the upstream's timeout."""
 
 
+class BodyTooSlow(Exception):
+    """Less than ``body_min_rate_bytes_s`` times ``body_timeout_s`` bytes of the request
+    body came in a ``body_timeout_s`` spent waiting for it."""
+
+
 async def _guarded(
-    content: aiohttp.StreamReader, *, limit: int, silence_s: float | None
+    content: aiohttp.StreamReader, *, limit: int, silence_s: float | None, min_rate: int = 0
 ) -> AsyncIterator[bytes]:
     """``content`` as it arrives, failing once more than ``limit`` bytes have come (0: no
-    limit) or when nothing has come for ``silence_s`` (None: no limit).
+    limit), when nothing has come for ``silence_s`` (None: no limit), or when less than
+    ``min_rate`` bytes per second came over a ``silence_s`` of waiting (0: no minimum).
 
     Raising inside the body makes aiohttp abandon the upstream request without sending the
     rest (for a chunked body, the final empty chunk) and close that connection."""
     received = 0
-    while True:
-        try:
-            async with asyncio.timeout(silence_s):
+    clock: _BodyClock | None = None
+    try:
+        while True:
+            if silence_s is None or content.is_eof():  # no limit, or every byte is here
                 chunk = await content.readany()
-        except TimeoutError:
-            raise BodyStalled from None
-        if not chunk:
+            else:
+                if clock is None:
+                    clock = _BodyClock(silence_s, min_rate)
+                clock.waiting()
+                try:
+                    chunk = await content.readany()
+                except asyncio.CancelledError:
+                    if clock.cut():
+                        raise BodyStalled from None
+                    raise
+                clock.arrived(len(chunk))
+            if not chunk:
+                return
+            received += len(chunk)
+            if limit and received > limit:
+                raise BodyTooLarge
+            yield chunk
+    finally:
+        if clock is not None:
+            clock.stop()
+
+
+class _BodyClock:
+    """Watches the waits for a request body's bytes with one timer, re-armed when it fires.
+
+    A wait longer than ``silence_s`` expires it: the timer cancels the waiting task, as
+    :func:`asyncio.timeout` does, and :meth:`cut` turns that cancellation into
+    :class:`BodyStalled`.  Time spent waiting is also added up, in windows of ``silence_s``:
+    when bytes arrive after a window that brought fewer than ``min_rate * silence_s``,
+    :meth:`arrived` raises :class:`BodyTooSlow` (so a trickle is cut at its first byte past
+    a short window, at most ``silence_s`` late; a body that stops is cut as stalled).  Only
+    waits count: while the upstream is slow to take the body, the client is held back by
+    backpressure, which is not its doing.
+
+    Each wait reads the clock and arms the timer only when none is pending: a later wait's
+    deadline is never earlier, so the pending timer fires no later than it should and
+    re-arms itself at the current deadline.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_cancelling",
+        "_handle",
+        "_loop",
+        "_need",
+        "_silence_s",
+        "_task",
+        "_wait_start",
+        "_waited_s",
+        "_window_end",
+        "expired",
+    )
+
+    def __init__(self, silence_s: float, min_rate: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._silence_s = silence_s
+        self._need = min_rate * silence_s  # bytes a window must bring; 0: any number
+        self._waited_s = 0.0  # time spent waiting for the client, up to the current wait
+        self._window_end = silence_s  # in waited time
+        self._bytes = 0  # arrived in the current window
+        self._wait_start = 0.0
+        self._task: asyncio.Task[Any] | None = None  # the waiting task, during a wait
+        self._cancelling = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def waiting(self) -> None:
+        """A wait for the client begins (in the current task)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._wait_start = now = self._loop.time()
+        self._task = task
+        self._cancelling = task.cancelling()
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self._silence_s, self._check)
+
+    def arrived(self, size: int) -> None:
+        """The wait ended with ``size`` bytes; raises :class:`BodyTooSlow` when a window
+        closed short of its bytes."""
+        self._task = None
+        waited_s = self._waited_s = self._waited_s + self._loop.time() - self._wait_start
+        self._bytes += size
+        if not self._need:
             return
-        received += len(chunk)
-        if limit and received > limit:
-            raise BodyTooLarge
-        yield chunk
+        while waited_s >= self._window_end:
+            if self._bytes < self._need:
+                raise BodyTooSlow
+            self._bytes = 0
+            self._window_end += self._silence_s
+
+    def cut(self) -> bool:
+        """After a wait was cancelled: True when this clock cancelled it (and nothing else
+        did), so the body is to be cut as stalled rather than the task cancelled."""
+        task = self._task
+        self._task = None
+        return task is not None and self.expired and task.uncancel() <= self._cancelling
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        task = self._task
+        if task is None:  # not waiting: the next wait arms the timer again
+            return
+        deadline = self._wait_start + self._silence_s
+        if self._loop.time() < deadline:  # a later wait than the one that armed it
+            self._handle = self._loop.call_at(deadline, self._check)
+            return
+        self.expired = True
+        task.cancel()
+
+
+class _SendWatch:
+    """Aborts the client connection when one write of a streamed response has waited
+    ``timeout_s`` for the client to read.
+
+    The relay stamps :attr:`since` before each write and clears it after; one timer checks
+    the stamp and re-arms itself at ``since + timeout_s`` (or ``timeout_s`` from now between
+    writes, while the relay waits for the upstream), so a write costs a clock reading, not a
+    timer.  The abort wakes the write, and the relay sees :attr:`expired`."""
+
+    __slots__ = ("_handle", "_loop", "_request", "_timeout_s", "clock", "expired", "since")
+
+    def __init__(self, request: web.BaseRequest, timeout_s: float) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._request = request
+        self._timeout_s = timeout_s
+        self.clock = loop.time
+        self.since: float | None = None
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = loop.call_at(
+            loop.time() + timeout_s, self._check
+        )
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        since = self.since
+        if since is not None and now - since >= self._timeout_s:
+            self.expired = True
+            transport = self._request.transport
+            if transport is not None:
+                transport.abort()
+            return
+        start = now if since is None else since
+        self._handle = self._loop.call_at(start + self._timeout_s, self._check)
+
+
+def _reclaim(requests: Iterable[web.BaseRequest]) -> int:
+    """Cancel the handling of each of ``requests`` whose client has gone (what aiohttp's
+    ``handler_cancellation`` does on the disconnect), so its slot comes free; return how
+    many have gone."""
+    gone = 0
+    for request in requests:
+        if request.transport is None:
+            gone += 1
+            task = request.task
+            if not task.done() and not task.cancelling():
+                task.cancel()
+    return gone
+
+
+def _client_gone() -> web.Response:
+    return web.Response(status=_CLIENT_GONE, reason="Client Closed Request")
 
 
 def _expects_continue(request: web.BaseRequest) -> bool:

@@ -32,6 +32,17 @@ HOP_BY_HOP: Final = frozenset(
 )
 """Lower-case names that are never forwarded, in either direction."""
 
+ROUTING_HEADERS: Final = frozenset(
+    {"x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri"}
+)
+"""Lower-case names of request headers some applications route by instead of the request
+line (Symfony and Laminas honoured ``X-Original-URL`` and ``X-Rewrite-URL``, set by IIS;
+``X-Original-URI`` and ``X-Forwarded-Uri`` are set by nginx ``auth_request`` and Traefik
+setups).  Not hop-by-hop, but the public listener removes them from every request unless
+``MWM_FORWARDED__KEEP_ROUTING_HEADERS`` is set: the bypass rules check the path of the
+request line, and a client sending ``GET /admin`` with ``X-Original-URL: /checkout``
+would otherwise reach ``/checkout`` through the ``/admin`` bypass."""
+
 # Connection options that are not header names; naming them costs nothing extra.
 _CONNECTION_OPTIONS: Final = frozenset({"", "close", "keep-alive", "upgrade"})
 

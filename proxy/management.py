@@ -7,7 +7,9 @@ as an explicit opt-in, during maintenance (``MWM_MANAGEMENT__READINESS_DRAIN``).
 The admin API switches the ``admin-api`` manual switch of this process:
 
 - ``GET /api/maintenance``: the switch and the aggregate status;
-- ``PUT /api/maintenance`` with ``{"enabled": true, "reason": "...", "until": "<RFC 3339>"}``;
+- ``PUT /api/maintenance`` with ``{"enabled": true, "reason": "...", "until": "<RFC 3339>"}``:
+  ``enabled`` is required and must be a JSON boolean; any other body (empty, partial,
+  ``"enabled": "yes"``, an unknown field) is refused with 422 and changes nothing;
 - ``DELETE /api/maintenance``: switch it off.
 
 It requires ``Authorization: Bearer <MWM_MANAGEMENT__ADMIN_TOKEN>``, compared in
@@ -35,14 +37,70 @@ ADMIN_SWITCH_SOURCE = "admin-api"
 _TOKEN_QUERY_NAMES = frozenset({"token", "access_token", "admin_token", "auth"})
 
 
+MAX_REASON_CHARS = 500
+
+
 class SwitchRequest(BaseModel):
-    """Body of ``PUT /api/maintenance``."""
+    """Body of ``PUT /api/maintenance``: a switch changes only when the body says so.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: ``enabled`` is required and only ``true`` or ``false`` will do (no ``"yes"``,
+    no ``1``), ``reason`` is a string, ``until`` an RFC 3339 string with a time zone, and
+    an unknown field is an error rather than ignored (a typo must not switch anything)."""
 
-    enabled: bool = True
-    reason: str | None = Field(default=None, max_length=500)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
     until: AwareDatetime | None = None
+
+
+_EXPECTED = {
+    "enabled": "true or false (a JSON boolean); required",
+    "reason": f"a string of at most {MAX_REASON_CHARS} characters, or null",
+    "until": "an RFC 3339 date-time with a time zone (2026-12-01T10:00:00Z) in the future, or null",
+}
+"""What each field of :class:`SwitchRequest` takes, for the 422 answer."""
+_EXPECTED_BODY = 'a JSON object such as {"enabled": true, "reason": "..."}'
+_EXPECTED_NOTHING = "only the fields " + ", ".join(_EXPECTED)
+
+
+def _field_error(loc: tuple[int | str, ...], message: str, expected: str) -> dict[str, str]:
+    """One entry of the 422 answer's ``errors``: the field as a dotted path and as a JSON
+    pointer (RFC 6901, as a URI fragment like RFC 9457's example), what the field takes
+    and what was wrong."""
+    parts = [str(part) for part in loc]
+    pointer = "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+    return {
+        "field": ".".join(parts) or "body",
+        "pointer": "#" + pointer,
+        "expected": expected,
+        "message": message,
+    }
+
+
+def _invalid_body(errors: list[dict[str, str]]) -> web.Response:
+    return _problem(
+        422,
+        "Invalid request",
+        "The request body is not valid; nothing was changed. "
+        + "; ".join(f"{e['field']}: expected {e['expected']}" for e in errors)
+        + ".",
+        errors=errors,
+    )
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(error["loc"])
+        if not loc:
+            expected = _EXPECTED_BODY
+        elif error["type"] == "extra_forbidden":
+            expected = _EXPECTED_NOTHING
+        else:
+            expected = _EXPECTED.get(str(loc[0]), "a valid value")
+        errors.append(_field_error(loc, error["msg"], expected))
+    return errors
 
 
 def _problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
@@ -166,17 +224,15 @@ async def put_maintenance(request: web.Request) -> web.Response:
         return refusal
     s = _services(request)
     try:
-        raw = await request.read()
-        body = SwitchRequest.model_validate_json(raw or b"{}")
+        # An empty body is an empty object: the answer then names the required field.
+        body = SwitchRequest.model_validate_json(await request.read() or b"{}")
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        return _problem(422, "Invalid request", "The request body is not valid.", errors=errors)
+        return _invalid_body(_validation_errors(exc))
     now = s.store.clock()
     if body.until is not None and body.until <= now:
-        return _problem(422, "Invalid request", "'until' must be in the future.")
+        return _invalid_body(
+            [_field_error(("until",), "Input should be in the future", _EXPECTED["until"])]
+        )
     previous = _admin_switch(s)
     since = previous.since if previous and previous.enabled and body.enabled else now
     switch = ManualSwitch(

@@ -79,6 +79,9 @@ _ERROR_TEMPLATES = {
     PageFormat.JSON: "error.json",
     PageFormat.TEXT: "error.txt",
 }
+OVERRIDABLE_TEMPLATES = (*_MAINTENANCE_TEMPLATES.values(), *_ERROR_TEMPLATES.values(), "base.html")
+"""The template names an override directory (``PageSettings.template_dir``) may hold: the
+built-in ones in ``templates/``.  Any other file there is used only if one of these includes it."""
 _CONTENT_TYPES = {
     PageFormat.HTML: "text/html; charset=utf-8",
     # RFC 8259: JSON is UTF-8, and the media type defines no charset parameter.

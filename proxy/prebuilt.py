@@ -7,8 +7,14 @@ answer read whole), that machinery was about a third of the cost of a request un
 A :class:`PrebuiltResponse` is the finished bytes: the head, a ``Date`` line formatted
 once per second, and the body, handed to the transport in a single write.
 
-It only answers keep-alive HTTP/1.1 requests (:func:`fits`): those need no ``Connection``
-header and no version juggling.  Everything else takes aiohttp's ordinary response.
+The status line always says ``HTTP/1.1``.  The fast paths use a prebuilt answer for
+keep-alive HTTP/1.1 requests only (:func:`fits`); the others take aiohttp's ordinary
+response, which answers an HTTP/1.0 request in HTTP/1.0.  The proxy's refusals use it for
+any request, because they must never echo a version the proxy does not speak (a request
+line ending in ``HTTP/2.0`` gets ``HTTP/1.1 505``).  An answer after which the connection
+ends (:meth:`~aiohttp.web.StreamResponse.force_close` was called, or the request did not
+keep the connection alive) says ``Connection: close``; :meth:`PrebuiltResponse.hang_up`
+also skips aiohttp's lingering read of what the client is still sending.
 """
 
 from __future__ import annotations
@@ -24,29 +30,57 @@ WRITE_BUFFER_LIMIT: Final = 64 * 1024
 
 
 def fits(request: web.BaseRequest) -> bool:
-    """Whether ``request`` may be answered with a :class:`PrebuiltResponse`."""
+    """Whether a fast path may answer ``request`` with a :class:`PrebuiltResponse`: a
+    keep-alive HTTP/1.1 request, which needs no ``Connection`` header and no other framing."""
     return request.version == HttpVersion11 and request.keep_alive
 
 
 class PrebuiltResponse(web.StreamResponse):
     """``head`` (status line and header lines, each ending in CRLF, without ``Date`` and the
-    blank line), then a ``Date`` header unless ``dated``, then ``body``: one write."""
+    blank line), then a ``Date`` header unless ``dated``, then ``body``: one write.
+
+    Between the header lines and ``Date`` comes ``Connection: close`` when the connection
+    ends after this answer (or ``Connection: keep-alive`` for an HTTP/1.0 client keeping it).
+    """
 
     def __init__(self, *, status: int, head: bytes, body: bytes, dated: bool = False) -> None:
         super().__init__(status=status)
-        self._wire = head + (b"\r\n" if dated else date_line()) + body
+        self._head = head
+        self._content = body
+        self._dated = dated
         self._body_length = len(body)
+        self._hang_up = False
 
-    @property
-    def keep_alive(self) -> bool:
-        return True
+    def hang_up(self) -> None:
+        """End the connection as soon as the answer is written, without reading on.
+
+        aiohttp otherwise keeps reading (and dropping) a request body its handler did not
+        read for up to 10 s, so that a client still sending sees the answer rather than a
+        reset.  For a body that never ends (what follows a ``CONNECT``, which the pure-Python
+        parser reads as one endless body) that would hold the connection open for nothing.
+        """
+        self._hang_up = True
+        self.force_close()
 
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        if not keep_alive:
+            connection = _CLOSE
+        elif request.version != HttpVersion11:
+            connection = _KEEP_ALIVE  # an HTTP/1.0 client that asked to keep it
+        else:
+            connection = b""
+        end = b"\r\n" if self._dated else date_line()
         self._eof_sent = True
-        transport.write(self._wire)
+        transport.write(b"".join((self._head, connection, end, self._content)))
+        if self._hang_up:
+            request.protocol.force_close()  # the write above is flushed before the close
+            return
         if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             # A client pipelining requests without reading the answers: wait for it
             # instead of buffering answers without bound.
@@ -54,6 +88,10 @@ class PrebuiltResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+_CLOSE: Final = b"Connection: close\r\n"
+_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
 
 
 class _DateLine:

@@ -5,31 +5,44 @@ forwarded), read the current state, and, only while maintenance is on, build a
 :class:`~proxy.decision.RequestView` for the pure :func:`~proxy.decision.decide`.
 Pages and JSON documents are pre-rendered per state generation, so a blocked request
 costs a dict lookup and one write.
+
+Before any of that, :func:`make_request` shapes what the handler sees: a request after
+which the connection must end (:func:`~proxy.conformance.must_close`: ``CONNECT``, any
+``Upgrade``) is marked as not keeping it, so that every answer, whichever path builds it,
+says ``Connection: close`` and the connection ends after it; and the routing headers
+(:data:`~proxy.hopbyhop.ROUTING_HEADERS`) are removed unless the settings keep them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
-from proxy.conformance import Refusal, must_close, refusal
-from proxy.connection import PublicServer
+from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
+from proxy.connection import HardenedServer
+from proxy.cookie import cookie_values
 from proxy.decision import Block, Bypass, RequestView, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
+from proxy.hopbyhop import ROUTING_HEADERS
 from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
-from proxy.pages import SERVER, PageRenderer, RenderedPage
+from proxy.pages import SERVER, PageRenderer, RenderedPage, http_head, status_phrase
 from proxy.pathnorm import InvalidPath, normalize_path
 from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import EncodedSlashes, Settings
@@ -80,13 +93,41 @@ def error_response(
     return page_response(renderer.error_page(status, reason, fmt))
 
 
-def refusal_response(refused: Refusal) -> web.Response:
-    """The answer to a request that breaks the HTTP/1.1 rules; it ends the connection."""
-    response = web.Response(
-        status=refused.status,
-        text=f"{HTTPStatus(refused.status).phrase}: {refused.reason}\n",
-        headers={hdrs.SERVER: SERVER},
+def refusal_response(refused: Refusal, request: web.BaseRequest) -> web.StreamResponse:
+    """The answer to a request that breaks the HTTP/1.1 rules; it ends the connection.
+
+    Its status line says ``HTTP/1.1`` whatever version the request named.  After a
+    ``CONNECT`` the connection ends at once: what follows is tunnel bytes, which the
+    pure-Python parser reads as a body that never ends (see
+    :meth:`~proxy.prebuilt.PrebuiltResponse.hang_up`)."""
+    body = f"{HTTPStatus(refused.status).phrase}: {refused.reason}\n".encode()
+    headers = [(hdrs.SERVER, SERVER), (hdrs.CONTENT_TYPE, "text/plain; charset=utf-8")]
+    if refused.allow is not None:
+        headers.append((hdrs.ALLOW, refused.allow))
+    headers.append((hdrs.CONTENT_LENGTH, str(len(body))))
+    head = http_head(refused.status, status_phrase(refused.status), headers).encode("latin-1")
+    response = PrebuiltResponse(
+        status=refused.status, head=head, body=b"" if request.method == "HEAD" else body
     )
+    if request.method == "CONNECT":
+        response.hang_up()
+    else:
+        response.force_close()
+    return response
+
+
+def head_refused_response(
+    renderer: PageRenderer, request: web.BaseRequest, status: int, reason: str
+) -> web.StreamResponse:
+    """The answer to a request head the HTTP parser refused (400, 414, 431; 505 for a
+    version llhttp does not know, the same answer as :func:`refusal_response` gives when the
+    Python parser lets that version through).  It says ``HTTP/1.1``: aiohttp would answer
+    in HTTP/1.0, the version of the placeholder request it makes for a head it could not
+    read."""
+    if status == UNSUPPORTED_VERSION.status:
+        return refusal_response(UNSUPPORTED_VERSION, request)
+    page = renderer.error_page(status, reason, negotiate(request.headers.get(hdrs.ACCEPT)))
+    response = PrebuiltResponse(status=page.status, head=page.wire_head, body=page.body)
     response.force_close()
     return response
 
@@ -119,14 +160,13 @@ class PublicHandler:
         self._cookie_token = token.get_secret_value().encode() if token else None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        refused = refusal(request.version, request.headers)
+        refused = refusal(
+            request.version, request.headers, method=request.method, target=request.raw_path
+        )
         if refused is not None:
             self._s.metrics.requests["invalid"] += 1
-            return refusal_response(refused)
-        response = await self._answer(request)
-        if must_close(request.method, request.headers):
-            response.force_close()
-        return response
+            return refusal_response(refused, request)
+        return await self._answer(request)
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         s = self._s
@@ -187,7 +227,7 @@ class PublicHandler:
             )
         cookies: tuple[str, ...] = ()
         if hdrs.COOKIE in headers:
-            cookies = tuple(_cookie_values(headers.getall(hdrs.COOKIE), self._cookie_name))
+            cookies = tuple(cookie_values(headers.getall(hdrs.COOKIE), self._cookie_name))
         return RequestView(
             method=request.method,
             path=path,
@@ -237,18 +277,58 @@ def _behind_tls(request: web.BaseRequest, *, trusted_hops: int) -> bool:
     return False
 
 
-def _cookie_values(headers: list[str], name: str) -> list[str]:
-    values = []
-    for header in headers:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(header)
-        except CookieError:
-            continue  # a malformed Cookie header simply carries no bypass
-        morsel = jar.get(name)
-        if morsel is not None:
-            values.append(morsel.value)
-    return values
+RequestFactory = Callable[
+    [
+        RawRequestMessage,
+        StreamReader,
+        web.RequestHandler,
+        AbstractStreamWriter,
+        "asyncio.Task[None]",
+    ],
+    web.BaseRequest,
+]
+
+
+def make_request(*, keep_routing_headers: bool) -> RequestFactory:
+    """aiohttp's request factory for the public listener (see the module docstring).
+
+    aiohttp builds every answer's ``Connection`` header, and decides whether to read the
+    next request, from the request's keep-alive flag; marking the request here is what
+    makes an answer built anywhere (the page, a forwarded answer streamed by the
+    forwarder, an error page) end the connection."""
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        headers = message.headers
+        if not message.should_close and must_close(message.method, headers):
+            message = message._replace(should_close=True)
+        if not keep_routing_headers:
+            for name in ROUTING_HEADERS:  # a loop, not any(): this runs for every request
+                if name in headers:
+                    message = _without_routing_headers(message)
+                    break
+        return web.BaseRequest(message, payload, protocol, writer, task, task.get_loop())
+
+    return make
+
+
+def _without_routing_headers(message: RawRequestMessage) -> RawRequestMessage:
+    headers = CIMultiDict(
+        (name, value)
+        for name, value in message.headers.items()
+        if name.lower() not in ROUTING_HEADERS
+    )
+    raw_headers = tuple(
+        (name, value)
+        for name, value in message.raw_headers
+        if name.decode("latin-1").lower() not in ROUTING_HEADERS
+    )
+    return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw_headers)
 
 
 def build_public_server(services: Services, **log_options: Any) -> web.Server:
@@ -261,11 +341,14 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
     ``Content-Encoding`` (aiohttp would inflate them and forward the inflated bytes
     under the compressed length), and the body limit counts the bytes on the wire."""
     handler = PublicHandler(services)
-    return PublicServer(
+    return HardenedServer(
         handler.handle,
         limits=services.settings.limits,
-        refuse=functools.partial(error_response, services.renderer),
+        refuse=functools.partial(head_refused_response, services.renderer),
         metrics=services.metrics,
+        request_factory=make_request(
+            keep_routing_headers=services.settings.forwarded.keep_routing_headers
+        ),
         auto_decompress=False,
         **log_options,
     )

@@ -33,6 +33,7 @@ from controller.localsource import LocalSource
 from controller.settings import SourceKind
 from controller.store import SnapshotStore
 from proxy.bypass import BypassPolicy
+from proxy.connection import HardenedAppRunner
 from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
 from proxy.pages import PageRenderer
@@ -148,15 +149,14 @@ class Runtime:
         await forwarder.start()
         log_options = server_log_options(settings)
         limits = settings.limits
-        management = web.AppRunner(
+        management = HardenedAppRunner(
             build_management_app(services),
+            # The public listener's connections: its idle and header timeouts, head limits
+            # and framing rules (aiohttp's defaults keep an idle connection for an hour, and
+            # its answer to a malformed head quotes it, admin token included), with short
+            # text refusals counted in no public metric.
+            limits=limits,
             shutdown_timeout=1.0,
-            # The public listener's idle timeout and head limits (aiohttp's defaults keep an
-            # idle connection for an hour).
-            keepalive_timeout=limits.keepalive_timeout_s,
-            max_line_size=limits.max_request_line_bytes,
-            max_field_size=limits.max_header_field_bytes,
-            max_headers=limits.max_header_count,
             **log_options,
         )
         public = web.ServerRunner(

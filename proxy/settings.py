@@ -9,9 +9,13 @@ environment: :func:`load_settings` is called by the CLI and the result passed do
 
 from __future__ import annotations
 
+import difflib
 import enum
+import functools
+import json
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -19,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
+    BaseModel,
     BeforeValidator,
     Field,
     SecretStr,
@@ -54,10 +59,28 @@ Network = IPv4Network | IPv6Network
 
 
 def _parse_networks(value: object) -> object:
+    """Every entry an address or a CIDR block; every bad entry is named, not just the first."""
     value = split_list(value)
-    if isinstance(value, list):
-        return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
-    return value
+    if not isinstance(value, list):
+        return value
+    networks: list[object] = []
+    bad: list[str] = []
+    for entry in value:
+        if isinstance(entry, IPv4Network | IPv6Network):
+            networks.append(entry)
+            continue
+        try:
+            if not isinstance(entry, str):  # ip_network(1) would be 0.0.0.1/32
+                raise TypeError(entry)
+            networks.append(ip_network(entry, strict=False))
+        except (TypeError, ValueError):
+            bad.append(repr(entry))
+    if bad:
+        raise ValueError(
+            f"not an address or CIDR block: {', '.join(bad)} "
+            "(write them like 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32)"
+        )
+    return networks
 
 
 NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
@@ -76,6 +99,32 @@ def _read_secret_file(path: Path | None, field: str) -> SecretStr | None:
     if not text:
         raise ValueError(f"{field}: secret file {path} is empty")
     return SecretStr(text)
+
+
+SECRET_FIELDS = (("bypass", "token"), ("bypass", "cookie_secret"), ("management", "admin_token"))
+"""Secrets that may be given directly or as ``..._FILE`` (a path), never both."""
+MIN_TOKEN_LENGTH = 16
+"""Shorter bypass or admin tokens get a warning from ``mwm check-config``."""
+
+
+def _both_set(group: str, field: str) -> str:
+    """The problem of a secret given both directly and as a file (one wording everywhere)."""
+    return (
+        f"{env_name((group, field + '_file'))}: set together with {env_name((group, field))}; "
+        "set only one of the two"
+    )
+
+
+def _pick_secret(
+    value: SecretStr | None, path: Path | None, group: str, field: str
+) -> SecretStr | None:
+    """The secret from ``field`` or from the file ``field_file``; both set is an error (which
+    one should win is a guess, and a wrong guess locks admins out or lets others in)."""
+    if value is not None and path is not None:
+        message = _both_set(group, field)
+        raise ValueError(f"{field}_file: {message.partition(': ')[2]}")
+    from_file = _read_secret_file(path, f"{field}_file")
+    return from_file if from_file is not None else value
 
 
 class ListenSettings(SettingsGroup):
@@ -110,6 +159,34 @@ class UpstreamSettings(SettingsGroup):
     reused just as the upstream closes it (that request would get a 502)."""
     websocket_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest websocket message relayed in either direction."""
+    max_per_client: int = Field(default=0, ge=0)
+    """Most upstream connections one client address may hold or wait for at once (0: no
+    cap).  Over it a request gets the 503 "busy" page with ``Retry-After`` at once, so one
+    client cannot take the pool from everyone else.  The address is the one the bypass rules
+    see (after ``MWM_FORWARDED__TRUSTED_HOPS``); an IPv6 client counts by its /64, what one
+    subscriber is given.  Counted per worker process, like ``pool_size``.  Off by default:
+    until the trusted hops are right every client behind a load balancer shares its address,
+    and a NAT or office proxy is one address for many people; set it then to a fraction of
+    ``pool_size`` (a browser opens at most 6 connections per site over HTTP/1.1).  503
+    rather than 429 because mwm cannot tell one client from many behind one address, and a
+    retry later does help (nginx's ``limit_conn`` answers 503 too)."""
+    body_min_rate_bytes_s: int = Field(default=500, ge=0)
+    """Slowest a request body may arrive, in bytes per second, averaged over each
+    ``MWM_LIMITS__BODY_TIMEOUT_S`` spent waiting for it (0: no minimum); slower is cut like
+    a silent body (408, and the upstream request aborted).  Bodies stream to the upstream,
+    so an upload holds an upstream connection while it lasts: without a minimum, a client
+    sending a byte just inside every silence timeout holds one for as long as it likes.  A
+    rate, unlike a deadline for the whole body, never cuts a large upload on a slow link;
+    only time spent waiting for the client counts, so a body held back by a slow upstream is
+    never cut.  500 bytes/s is Apache's ``mod_reqtimeout`` ``MinRate``, 4 kbit/s: below any
+    real link.  Set 0 in front of an app that takes slow streaming request bodies."""
+    client_send_timeout_s: float = Field(default=60.0, ge=0)
+    """Longest time a write of a streamed response may wait for the client to read, in
+    seconds (0: no limit); the client connection is then aborted and the upstream connection
+    released.  A response streams with backpressure, so a client that stops reading holds an
+    upstream connection while it waits: without a bound, a few clients that never read a
+    large download take the pool.  It bounds each write, not the whole response, so a slow
+    but reading client is never cut.  nginx's ``send_timeout`` (also 60 s)."""
 
     def url_for_display(self) -> str:
         """``url`` for logs and messages: a password in it (sent to the upstream as Basic
@@ -153,8 +230,15 @@ class LimitSettings(SettingsGroup):
     """Longest header value (or name) in bytes; longer gets 431.  16 KiB leaves room for
     large cookies and tokens, twice nginx's default."""
     max_header_count: int = Field(default=128, ge=1)
-    """Most header fields in a request; more gets 431.  Browsers send about 20.  With
-    ``max_header_field_bytes`` this bounds the memory one request head can take."""
+    """Most header fields in a request; more gets 431.  Browsers send about 20."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Most bytes in a whole request head (request line and every header field); more gets
+    431 and the connection is closed.  The two limits above alone let one unfinished head
+    hold 128 fields of 16 KiB (the parser keeps them two or three times over: about 4 MiB
+    per connection); with this bound, and the head held as sent until it is complete, one
+    costs its size.  32 KiB is nginx's default total (``large_client_header_buffers``, 4 x
+    8 KiB): one field at ``max_header_field_bytes`` and room for the rest; 1,000
+    connections each holding an unfinished head just under it take about 35 MiB."""
     body_timeout_s: float = Field(default=60.0, gt=0)
     """Longest silence while a request body is arriving; the request is then cut (408, and
     the upstream request aborted).  Bodies stream to the upstream as they arrive, so a
@@ -176,6 +260,13 @@ class ForwardedSettings(SettingsGroup):
     trusted_hops: int = Field(default=0, ge=0, le=32)
     """How many proxies in front of this one append to X-Forwarded-For.  0: the peer is the
     client and incoming X-Forwarded-* headers are not believed."""
+    keep_routing_headers: bool = False
+    """Pass ``X-Original-URL``, ``X-Rewrite-URL``, ``X-Original-URI`` and ``X-Forwarded-Uri``
+    on to the upstream.  Off: they are removed from every request, because an application
+    that routes by them would serve another path than the one the bypass rules checked
+    (``GET /admin`` with ``X-Original-URL: /checkout``).  Turn it on only when a proxy in
+    front of mwm sets them itself (replacing any a client sent) and the application needs
+    them."""
 
 
 class EncodedSlashes(enum.StrEnum):
@@ -211,19 +302,25 @@ class BypassSettings(SettingsGroup):
     dot segment (``.``/``..``, also with ``;params``) or ``//``.  Encoded backslash, NUL and
     control characters are refused either way."""
 
-    @model_validator(mode="after")
-    def _read_files(self) -> Self:
-        token = _read_secret_file(self.token_file, "token_file")
-        if token is not None:
-            self.token = token
-        secret = _read_secret_file(self.cookie_secret_file, "cookie_secret_file")
-        if secret is not None:
-            self.cookie_secret = secret
-        for prefix in self.path_prefixes:
+    @field_validator("path_prefixes")
+    @classmethod
+    def _usable_prefixes(cls, value: list[str]) -> list[str]:
+        bad = []
+        for prefix in value:
             try:
                 normalize_path(prefix)
             except InvalidPath as exc:
-                raise ValueError(f"path_prefixes: {prefix!r} is not a usable path: {exc}") from exc
+                bad.append(f"{prefix!r} is not a usable path: {exc}")
+        if bad:  # every bad entry at once
+            raise ValueError("path_prefixes: " + "; ".join(bad))
+        return value
+
+    @model_validator(mode="after")
+    def _read_files(self) -> Self:
+        self.token = _pick_secret(self.token, self.token_file, "bypass", "token")
+        self.cookie_secret = _pick_secret(
+            self.cookie_secret, self.cookie_secret_file, "bypass", "cookie_secret"
+        )
         if not self.cookie_path.startswith("/"):
             raise ValueError("cookie_path: must start with '/'")
         return self
@@ -256,9 +353,9 @@ class ManagementSettings(SettingsGroup):
 
     @model_validator(mode="after")
     def _read_files(self) -> Self:
-        token = _read_secret_file(self.admin_token_file, "admin_token_file")
-        if token is not None:
-            self.admin_token = token
+        self.admin_token = _pick_secret(
+            self.admin_token, self.admin_token_file, "management", "admin_token"
+        )
         return self
 
 
@@ -325,9 +422,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     Raises :class:`SettingsError` with every problem found, never a traceback.
     """
     try:
-        if environ is None:
-            return Settings(**overrides)
-        return _settings_from_mapping(environ, overrides)
+        return _settings_from_mapping(os.environ if environ is None else environ, overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from exc
     except ValueError as exc:  # malformed JSON in a list variable, say
@@ -335,28 +430,72 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 def _settings_from_mapping(environ: Mapping[str, str], overrides: dict[str, Any]) -> Settings:
-    """Build settings from an explicit mapping instead of ``os.environ`` (for tests, CLI)."""
+    """Build settings from ``environ``: our own reading of the variables, not pydantic-settings'
+    (which skips a misspelt group, ``MWM_UPSTRAEM__URL``, without a word).
+
+    Every problem is collected before :class:`SettingsError` is raised: unknown variables
+    (with a suggestion), secrets given twice, and every value that does not validate.
+    """
     tree: dict[str, Any] = {}
-    unknown: list[str] = []
+    problems: list[str] = []
+    known = setting_names()
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
             continue
         if ENV_NESTED_DELIMITER not in key and _SERVICE_LINK.fullmatch(key):
             continue
-        parts = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        if key.upper() not in known:
+            problems.append(f"{key}: unknown setting{did_you_mean(key)}")
+            continue
+        *groups, leaf = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
         node = tree
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                unknown.append(key)
-                break
-            node = child
-        else:
-            node[parts[-1]] = value
-    if unknown:
-        raise SettingsError([f"{key}: conflicts with another variable" for key in unknown])
+        for part in groups:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    for group, field in SECRET_FIELDS:
+        if environ.get(env_name((group, field))) and environ.get(
+            env_name((group, field + "_file"))
+        ):
+            problems.append(_both_set(group, field))
     tree.update(overrides)
-    return Settings.model_validate(tree)
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems.extend(p for p in describe_validation_error(exc) if p not in problems)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _leaf_names(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _leaf_names(annotation, (*path, name))
+        else:
+            yield env_name((*path, name))
+
+
+@functools.cache
+def setting_names() -> frozenset[str]:
+    """Every settings variable, ``MWM_LISTEN__PUBLIC_HOST`` and so on."""
+    return frozenset(_leaf_names(Settings, ()))
+
+
+def did_you_mean(variable: str) -> str:
+    """`` (did you mean MWM_X__Y?)`` for a misspelt variable, or ``""`` when nothing is close."""
+    names = sorted(setting_names())
+    bare = {name.removeprefix(ENV_PREFIX): name for name in names}
+    typed = variable.upper().removeprefix(ENV_PREFIX)
+    squeezed = re.sub("_+", "_", typed)
+    # One underscore where two belong (MWM_UPSTREAM_URL), or the other way round.
+    guesses = [name for name in names if re.sub("_+", "_", name) == ENV_PREFIX + squeezed]
+    if not guesses:
+        guesses = [bare[b] for b in difflib.get_close_matches(typed, bare, n=1, cutoff=0.6)]
+    if not guesses:  # the group left out: MWM_TOKEN for MWM_BYPASS__TOKEN
+        last = typed.rsplit(ENV_NESTED_DELIMITER, 1)[-1]
+        guesses = [n for n in names if n.rsplit(ENV_NESTED_DELIMITER, 1)[-1] == last][:3]
+    return f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:
@@ -366,16 +505,73 @@ def env_name(loc: tuple[str | int, ...]) -> str:
 
 
 def describe_validation_error(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
+    """One ``VARIABLE: problem`` line per variable and problem, in plain words.
+
+    A list's bad entries are gathered on the line of their variable, each named; a list
+    that looks like JSON but does not parse is explained without the parser's jargon.
+    """
+    problems: list[str] = []
+    entries: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        cause = (error.get("ctx") or {}).get("error")
         if error["type"] == "extra_forbidden":
-            message = "unknown setting"
+            message = "unknown setting" + did_you_mean(env_name(loc))
+        elif isinstance(cause, json.JSONDecodeError):
+            message = _bad_json_list(cause)
         field, sep, rest = message.partition(": ")
         if sep and field.isidentifier() and field.islower():
-            # A group validator names the field it rejected: point at that variable.
-            loc, message = (*loc, field), rest
+            # A validator names the field it rejected: point at that variable.
+            if not loc or loc[-1] != field:
+                loc = (*loc, field)
+            message = rest
         name = env_name(loc) if loc else "settings"
+        if loc and isinstance(loc[-1], int):
+            # One entry of a list (its value is shown: lists hold no secrets).
+            entry = f"entry {loc[-1] + 1} ({error['input']!r}): {message}"
+            if name not in entries:
+                entries[name] = []
+                problems.append(name)  # a placeholder, filled in below
+            entries[name].append(entry)
+            continue
         problems.append(f"{name}: {message}")
-    return problems
+    return [f"{p}: {'; '.join(entries[p])}" if p in entries else p for p in problems]
+
+
+def weak_secret_warnings(settings: Settings) -> list[str]:
+    """Warnings (for ``mwm check-config``) about bypass and admin tokens shorter than
+    :data:`MIN_TOKEN_LENGTH`; they name the variable, never the token."""
+    bypass, management = settings.bypass, settings.management
+    checks = (
+        ("bypass", "token", bypass.token, bypass.token_file, "gets past the maintenance page"),
+        (
+            "management",
+            "admin_token",
+            management.admin_token,
+            management.admin_token_file,
+            "can switch maintenance on and off",
+        ),
+    )
+    warnings = []
+    for group, field, secret, path, risk in checks:
+        if secret is None or len(secret.get_secret_value()) >= MIN_TOKEN_LENGTH:
+            continue
+        where = (
+            f"{env_name((group, field + '_file'))}: the token in {path}"
+            if path is not None
+            else f"{env_name((group, field))}: the token"
+        )
+        warnings.append(
+            f"{where} is shorter than {MIN_TOKEN_LENGTH} characters, and whoever guesses it "
+            f"{risk}; use a long random one "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return warnings
+
+
+def _bad_json_list(exc: json.JSONDecodeError) -> str:
+    return (
+        f"starts with '[' but is not a JSON list (it breaks at character {exc.pos + 1}); "
+        'write ["a","b"] with double quotes, or a,b without brackets'
+    )

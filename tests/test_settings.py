@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from proxy.settings import SettingsError, load_settings
+import pytest
+from pydantic import ValidationError
+
+from proxy.settings import (
+    BypassSettings,
+    ManagementSettings,
+    SettingsError,
+    did_you_mean,
+    load_settings,
+    setting_names,
+    weak_secret_warnings,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,3 +57,121 @@ def test_every_problem_at_once() -> None:
         )
     names = sorted(p.split(":")[0] for p in caught.value.problems)
     assert names == ["MWM_LISTEN__PUBLIC_PORT", "MWM_PAGE__RETRY_AFTER_S", "MWM_UPSTREAM__URL"]
+
+
+def test_unknown_variables_are_listed_with_every_other_problem() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"MWM_UPSTRAEM__URL": "http://app", "MWM_LISTEN__PUBLIC_PORT": "70000"})
+    assert caught.value.problems == [
+        "MWM_UPSTRAEM__URL: unknown setting (did you mean MWM_UPSTREAM__URL?)",
+        "MWM_LISTEN__PUBLIC_PORT: Input should be less than or equal to 65535",
+    ]
+
+
+def test_the_process_environment_is_read_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydantic-settings would skip a misspelt group without a word.
+    monkeypatch.setenv("MWM_UPSTRAEM__URL", "http://app")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert caught.value.problems == [
+        "MWM_UPSTRAEM__URL: unknown setting (did you mean MWM_UPSTREAM__URL?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("MWM_UPSTREAM_URL", "MWM_UPSTREAM__URL"),
+        ("MWM_SOURCE__LOCAL_FILE", "MWM_SOURCE__LOCAL__FILE"),
+        ("MWM_BYPASS__ALLOWED_CIDRS", "MWM_BYPASS__ALLOW_CIDRS"),
+        ("MWM_ADMIN_TOKEN", "MWM_MANAGEMENT__ADMIN_TOKEN"),
+        ("MWM_UPSTREAM", "MWM_UPSTREAM__URL"),
+        ("MWM_ENABLED", "MWM_SOURCE__LEADER_ELECTION__ENABLED or MWM_SOURCE__STATUS__ENABLED"),
+    ],
+)
+def test_did_you_mean(typed: str, meant: str) -> None:
+    assert did_you_mean(typed) == f" (did you mean {meant}?)"
+    assert typed not in setting_names()
+    assert set(meant.split(" or ")) <= setting_names()
+
+
+def test_nothing_is_suggested_when_nothing_is_close() -> None:
+    assert did_you_mean("MWM_COLOUR") == ""
+
+
+@pytest.mark.parametrize(
+    ("group", "field"),
+    [("bypass", "token"), ("bypass", "cookie_secret"), ("management", "admin_token")],
+)
+def test_a_secret_given_directly_and_as_a_file_is_refused(
+    tmp_path: Path, group: str, field: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("0123456789abcdef0123", encoding="utf-8")
+    variable = f"MWM_{group.upper()}__{field.upper()}"
+    with pytest.raises(SettingsError) as caught:
+        # A bad value elsewhere in the same group does not hide the clash.
+        load_settings(
+            {
+                variable: "another-secret-0123456789",
+                f"{variable}_FILE": str(secret),
+                "MWM_BYPASS__COOKIE_LIFETIME_S": "1",
+            }
+        )
+    assert caught.value.problems[0] == (
+        f"{variable}_FILE: set together with {variable}; set only one of the two"
+    )
+    assert len(caught.value.problems) == 2
+    # Built in code instead of from the environment: the same refusal.
+    model = {"bypass": BypassSettings, "management": ManagementSettings}[group]
+    with pytest.raises(ValidationError, match=f"set together with {variable}"):
+        model.model_validate({field: "another-secret-0123456789", f"{field}_file": str(secret)})
+
+
+def test_a_secret_file_alone_and_an_empty_variable_are_fine(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file-0123456789\n", encoding="utf-8")
+    settings = load_settings({"MWM_BYPASS__TOKEN": "", "MWM_BYPASS__TOKEN_FILE": str(secret)})
+    assert settings.bypass.token is not None
+    assert settings.bypass.token.get_secret_value() == "from-the-file-0123456789"
+
+
+def test_every_bad_network_is_named_and_numbers_are_not_networks() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"MWM_BYPASS__ALLOW_CIDRS": '["10.0.0.0/8", "office", 1, "::1/129"]'})
+    assert caught.value.problems == [
+        "MWM_BYPASS__ALLOW_CIDRS: not an address or CIDR block: 'office', 1, '::1/129' "
+        "(write them like 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32)"
+    ]
+
+
+@pytest.mark.parametrize("text", ["['/admin']", '["/admin",', "[/admin]"])
+def test_a_broken_json_list_is_explained(text: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"MWM_BYPASS__PATH_PREFIXES": text})
+    [problem] = caught.value.problems
+    assert problem.startswith("MWM_BYPASS__PATH_PREFIXES: starts with '[' but is not a JSON list")
+    assert problem.endswith('write ["a","b"] with double quotes, or a,b without brackets')
+    assert "Expecting" not in problem
+
+
+def test_every_bad_path_prefix_is_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"MWM_BYPASS__PATH_PREFIXES": "/admin,ops,/a%zz,/x%2Fy"})
+    [problem] = caught.value.problems
+    assert problem.startswith("MWM_BYPASS__PATH_PREFIXES: 'ops' is not a usable path: ")
+    for bad in ("'ops'", "'/a%zz'", "'/x%2Fy'"):
+        assert f"{bad} is not a usable path" in problem
+    assert "'/admin'" not in problem
+
+
+def test_short_tokens_are_warned_about_by_variable_never_by_value(tmp_path: Path) -> None:
+    admin = tmp_path / "admin"
+    admin.write_text("admin-15-chars!", encoding="utf-8")
+    settings = load_settings(
+        {"MWM_BYPASS__TOKEN": "0123456789abcdef", "MWM_MANAGEMENT__ADMIN_TOKEN_FILE": str(admin)}
+    )
+    [warning] = weak_secret_warnings(settings)
+    assert warning.startswith(f"MWM_MANAGEMENT__ADMIN_TOKEN_FILE: the token in {admin} is shorter")
+    assert "admin-15-chars!" not in warning
+    assert weak_secret_warnings(load_settings({})) == []

@@ -44,13 +44,17 @@ NON_DEFAULT: JsonObject = {
         "pool_timeout_s": 2.5,
         "keepalive_timeout_s": 3.5,
         "websocket_max_message_bytes": 8388608,  # Go would print a float64 as 8.388608e+06
+        "body_min_rate_bytes_s": 1000,
+        "client_send_timeout_s": 45,
+        "max_per_client": 20,
     },
-    "forwarded": {"trusted_hops": 1},
+    "forwarded": {"trusted_hops": 1, "keep_routing_headers": True},
     "limits": {
         "max_body_bytes": 52428800,
         "max_request_line_bytes": 4096,
         "max_header_field_bytes": 32768,
         "max_header_count": 64,
+        "max_header_bytes": 49152,
         "body_timeout_s": 30,
         "header_timeout_s": 12.5,
         "keepalive_timeout_s": 650,

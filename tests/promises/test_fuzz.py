@@ -38,11 +38,10 @@ from hypothesis import strategies as st
 
 from proxy.bypass import BypassPolicy, BypassRule
 from proxy.conformance import refusal
-from proxy.cookie import CookieSigner
+from proxy.cookie import CookieSigner, cookie_values
 from proxy.decision import RequestView
 from proxy.forwarded import client_address, parse_address
 from proxy.pathnorm import InvalidPath, normalize_path
-from proxy.public import _cookie_values
 
 settings.register_profile(
     "promises-fuzz",
@@ -121,8 +120,8 @@ def test_random_requests_never_pass_without_a_credential(
     except InvalidPath:
         return  # answered 400
     client = client_address("127.0.0.1", forwarded_for, trusted_hops=trusted_hops)
-    cookie_values = _cookie_values(cookies, "mwm_bypass")
-    view = RequestView("GET", path, client, tuple(tokens), tuple(cookie_values))
+    values = cookie_values(cookies, "mwm_bypass")
+    view = RequestView("GET", path, client, tuple(tokens), tuple(values))
     rule = POLICY.match(view, now=NOW)
 
     if rule is BypassRule.PATH:
@@ -137,7 +136,7 @@ def test_random_requests_never_pass_without_a_credential(
     elif rule is BypassRule.TOKEN:
         assert tokens == [TOKEN]
     elif rule is BypassRule.COOKIE:
-        assert VALID_COOKIE in cookie_values
+        assert VALID_COOKIE in values
         assert any(VALID_COOKIE in header for header in cookies)
 
 
@@ -191,7 +190,7 @@ def test_client_is_the_entry_the_farthest_trusted_proxy_wrote(
 def test_random_bytes_never_verify_as_a_cookie(data: bytes, decoding: str) -> None:
     value = data.decode("latin-1") if decoding == "latin-1" else data.decode("utf-8", decoding)
     assert SIGNER.verify(value, now=NOW) is False
-    _cookie_values([f"mwm_bypass={value}", value], "mwm_bypass")  # never raises
+    cookie_values([f"mwm_bypass={value}", value], "mwm_bypass")  # never raises
 
 
 @FUZZ
