@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" | new {new['rps']:8.0f} req/s {new['cpu_us_per_request']:6.1f} µs/req"
             f" | ratio new/base: throughput {new['rps'] / base['rps']:.3f},"
             f" CPU {new['cpu_us_per_request'] / base['cpu_us_per_request']:.3f}"
+        )
+        # Each round measures both back to back: the per-round ratios cancel the machine's
+        # drift between rounds, and their range is the noise a difference must exceed.
+        paired = sorted(
+            n["cpu_us_per_request"] / b["cpu_us_per_request"]
+            for b, n in zip(
+                summary[f"base {label}"]["rounds"], summary[f"new {label}"]["rounds"], strict=True
+            )
+        )
+        print(
+            f"{'':>9}  CPU ratio per round: median {statistics.median(paired):.3f},"
+            f" range {paired[0]:.3f}-{paired[-1]:.3f}"
         )
     return 0
 
