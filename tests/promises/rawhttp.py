@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,3 +152,45 @@ def _dechunk(data: bytes) -> tuple[bytes, bytes]:
             _, _, data = data.partition(b"\r\n")  # no trailers in our responses
             return body, data
         body, data = body + data[:size], data[size + 2 :]
+
+
+@dataclass(frozen=True)
+class Dribble:
+    """How a dribbled head ended: after how long, and how many other requests were served
+    meanwhile."""
+
+    elapsed_s: float
+    served: int
+
+
+async def dribble_head(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    start: bytes,
+    *,
+    between: Callable[[], Awaitable[None]],
+    give_up_s: float,
+) -> Dribble:
+    """Send ``start``, then one more byte of a head that never ends after each ``between()``
+    (a healthy request on another connection), until the proxy closes the connection or
+    ``give_up_s`` passes.  The connection must be closed without an answer: an end of stream,
+    or a reset when the proxy closed with a dribbled byte still unread (the kernel answers
+    with RST)."""
+    closed = asyncio.create_task(reader.read())  # b"" when the proxy closes the connection
+    writer.write(start)
+    started = time.monotonic()
+    served = 0
+    try:
+        while not closed.done() and time.monotonic() - started < give_up_s:
+            await between()
+            served += 1
+            writer.write(b"z")
+            await writer.drain()
+    except ConnectionError:
+        pass  # the proxy closed the connection under the write: the cut, seen first here
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(closed, 10) == b""  # no answer: nothing to answer
+    return Dribble(elapsed_s=elapsed, served=served)

@@ -27,7 +27,6 @@ closed, never by sleeping, and elapsed times are only checked against generous b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import os
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import ProxyFactory, RunningProxy
+from tests.promises.rawhttp import dribble_head
 
 LIMIT_BYTES = 4096
 """The body limit in the body tests: small, so bodies over it are cheap."""
@@ -448,30 +448,15 @@ async def test_a_client_dribbling_its_head_is_cut_after_the_header_timeout_while
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 200")
         assert await reader.readexactly(2) == b"ok"
-    closed = asyncio.create_task(reader.read())  # b"" when the proxy closes the connection
-    writer.write(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
-    started = time.monotonic()
-    served = 0
-    try:
-        # One more byte after each healthy request on other connections: the head keeps
-        # growing, but never ends.
-        while not closed.done() and time.monotonic() - started < SHORT_S + SLACK_S:
-            await _healthy_request(proxy)
-            served += 1
-            writer.write(b"z")
-            await writer.drain()
-    except ConnectionError:
-        pass  # the proxy closed the connection under the write: the cut, seen first here
-    finally:
-        writer.close()
-    elapsed = time.monotonic() - started
-
-    # Closed without an answer: an end of stream, or a reset when the proxy closed with a
-    # dribbled byte still unread (the kernel then answers with RST).
-    with contextlib.suppress(ConnectionResetError):
-        assert await asyncio.wait_for(closed, 10) == b""
-    assert SHORT_S <= elapsed < SHORT_S + SLACK_S
-    assert served > 0
+    dribble = await dribble_head(
+        reader,
+        writer,
+        b"GET / HTTP/1.1\r\nHost: shop\r\nX-Slow: ",
+        between=lambda: _healthy_request(proxy),
+        give_up_s=SHORT_S + SLACK_S,
+    )
+    assert SHORT_S <= dribble.elapsed_s < SHORT_S + SLACK_S
+    assert dribble.served > 0
     assert "mwm_header_timeouts_total 1" in await metrics(proxy)
 
 
