@@ -18,17 +18,25 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/mwm
 WORKDIR /src
+# The README's install commands, into the venv the final stage copies: first the runtime
+# dependencies, exactly as locked (versions and sha256 hashes; scripts/lock refreshes the
+# lock), then the project itself, which may add nothing the lock does not hold.
+COPY requirements.lock ./
+RUN /opt/mwm/bin/pip install --require-hashes -r requirements.lock
 # Only what the wheel is built from (see .dockerignore, which lets nothing else in).
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY controller ./controller
 COPY templates ./templates
-# The README's install command, into the venv the final stage copies.
-RUN /opt/mwm/bin/pip install ".[speed]"
+RUN /opt/mwm/bin/pip install --no-deps ".[speed]" \
+    && /opt/mwm/bin/pip check
 # From outside the source tree, check-config renders every built-in page: it fails if the
-# installed package lacks its templates. Then bytecode, which a read-only root cannot cache.
+# installed package lacks its templates. pip and setuptools leave the venv (the image never
+# installs anything at run time, and scanners flag them). Then bytecode, which a read-only
+# root cannot cache.
 WORKDIR /
 RUN /opt/mwm/bin/mwm check-config \
+    && /opt/mwm/bin/python -m pip uninstall --quiet --yes pip setuptools \
     && /opt/mwm/bin/python -m compileall -q -f -j 0 --invalidation-mode checked-hash /opt/mwm/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -42,7 +50,7 @@ LABEL org.opencontainers.image.title="maintenance-window-manager" \
 # Hash-checked bytecode for the standard library too: a read-only root filesystem could not
 # cache it, so every start would compile it again. Hash-checked pycs stay valid whatever the
 # files' timestamps after COPY.
-RUN python -m compileall -q -j 0 --invalidation-mode checked-hash /usr/local/lib/python3.11 \
+RUN python -m compileall -q -f -j 0 --invalidation-mode checked-hash /usr/local/lib/python3.11 \
     && groupadd --gid 10001 mwm \
     && useradd --uid 10001 --gid 10001 --home-dir /home/mwm --no-create-home \
         --shell /usr/sbin/nologin mwm

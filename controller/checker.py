@@ -12,6 +12,7 @@ unchanged; an empty or missing service namespace means the resource's own.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ from controller.localspec import (
     WindowSpec,
     describe_problems,
 )
+from controller.timefmt import TimeFormatError, parse_rfc3339
 
 DEFAULT_ENTER_DELAY_S = 5
 """A critical service must stay without enough ready endpoints this long before
@@ -131,7 +133,9 @@ def parse_checker(obj: Mapping[str, Any]) -> Checker:
                 min_ready=max(ref.min_ready, previous.min_ready),
             )
         services[ref.key] = ref
-    created = metadata.get("creationTimestamp")
+    created: datetime | None = None
+    with contextlib.suppress(TimeFormatError):  # the API server's own, always RFC 3339
+        created = parse_rfc3339(str(metadata.get("creationTimestamp") or ""))
     return Checker(
         namespace=namespace,
         name=name,
@@ -142,5 +146,5 @@ def parse_checker(obj: Mapping[str, Any]) -> Checker:
         windows=spec.windows,
         enter_delay_s=float(spec.enter_delay_seconds),
         exit_delay_s=float(spec.exit_delay_seconds),
-        created=datetime.fromisoformat(created) if isinstance(created, str) else None,
+        created=created,
     )

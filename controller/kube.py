@@ -261,10 +261,13 @@ class KubeApi:
                 _request_timeout=client_timeout
                 or aiohttp.ClientTimeout(total=self._request_timeout_s),
             )
+        except TimeoutError as exc:
+            # Before OSError and ClientError: TimeoutError is an OSError, and aiohttp's
+            # ServerTimeoutError (a read or connect timeout) is both.
+            detail = f" ({exc})" if str(exc) else ""
+            raise KubeError(f"the Kubernetes API did not answer in time{detail}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise KubeError(f"cannot reach the Kubernetes API: {describe_error(exc)}") from exc
-        except TimeoutError as exc:
-            raise KubeError("the Kubernetes API did not answer in time") from exc
         except ApiException as exc:
             raise KubeError(
                 f"Kubernetes client error: {exc.reason}", status=exc.status or 0

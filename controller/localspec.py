@@ -35,6 +35,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from controller.timefmt import EXPECTED, TimeFormatError, parse_rfc3339, rfc3339_exact
+
 API_VERSION = "maintenance.mamrezb.com/v1alpha1"
 KIND = "ServiceChecker"
 DEFAULT_NAMESPACE = "default"
@@ -53,31 +55,28 @@ class LocalConfigError(Exception):
 
 
 def _rfc3339(value: object) -> object:
-    """Accept only RFC 3339 text with a time zone: a naive time is ambiguous across hosts."""
+    """Accept only an RFC 3339 date-time with a time zone (:func:`controller.timefmt.
+    parse_rfc3339`, strict: no date alone, no ISO week dates...): a naive time is
+    ambiguous across hosts.  A ``datetime`` (built in Python) must be aware."""
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
+        if value.tzinfo is None or value.utcoffset() is None:
             raise PydanticCustomError(
-                "rfc3339",
-                "expected an RFC 3339 time such as 2026-12-01T10:00:00Z, got {value}",
-                {"value": repr(value)},
-            ) from None
-    else:
+                "naive_datetime",
+                "time {value} has no time zone; add one, e.g. 2026-12-01T10:00:00Z",
+                {"value": repr(str(value))},
+            )
+        return value
+    if not isinstance(value, str):
         raise PydanticCustomError(
             "rfc3339",
-            "expected an RFC 3339 time such as 2026-12-01T10:00:00Z, got {value}",
-            {"value": repr(value)},
+            "expected {expected}, got {value}",
+            {"expected": EXPECTED, "value": repr(value)},
         )
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise PydanticCustomError(
-            "naive_datetime",
-            "time {value} has no time zone; add one, e.g. 2026-12-01T10:00:00Z",
-            {"value": repr(str(value))},
-        )
-    return parsed
+    try:
+        return parse_rfc3339(value.strip())
+    except TimeFormatError as exc:
+        kind = "naive_datetime" if exc.naive else "rfc3339"
+        raise PydanticCustomError(kind, "{problem}", {"problem": str(exc)}) from None
 
 
 def dns_label(value: str, what: str) -> str:
@@ -211,7 +210,7 @@ class WindowSpec(SpecModel):
             raise PydanticCustomError(
                 "window_order",
                 "end {end} must be after start {start}",
-                {"end": self.end.isoformat(), "start": self.start.isoformat()},
+                {"end": rfc3339_exact(self.end), "start": rfc3339_exact(self.start)},
             )
         return self
 

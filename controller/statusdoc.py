@@ -17,6 +17,7 @@ from typing import Any
 
 from controller.checker import Checker
 from controller.snapshot import ManualSwitch, ServiceState, Snapshot, Window
+from controller.timefmt import rfc3339_or_none
 
 JsonObject = dict[str, Any]
 
@@ -26,9 +27,9 @@ CONDITION_SYNCED = "Synced"
 
 
 def iso(instant: datetime | None) -> str | None:
-    if instant is None:
-        return None
-    return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
+    """A time in the status (:func:`controller.timefmt.rfc3339_or_none`: UTC, ``Z``, whole
+    seconds, as ``metav1.Time``), or None."""
+    return rfc3339_or_none(instant)
 
 
 def _service_status(ref_critical: bool, state: ServiceState) -> JsonObject:

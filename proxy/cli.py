@@ -31,6 +31,8 @@ from jinja2 import meta
 
 from controller.localspec import LocalConfigError, parse_local_file
 from controller.settings import SourceKind
+from controller.timefmt import EXPECTED as RFC3339_EXPECTED
+from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339, rfc3339_exact
 from proxy.filelimit import raise_open_file_limit
 from proxy.logs import configure_logging
 from proxy.pages import OVERRIDABLE_TEMPLATES, PageRenderer
@@ -78,6 +80,23 @@ def _run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+def _workers_tmp_problem(workers: int) -> str | None:
+    """Why ``workers`` processes cannot start, or None: they share files (the admin API's
+    switch, metrics) in a directory the parent creates in the temporary directory
+    (``proxy.workers``), which a read-only root filesystem without a tmpfs on /tmp lacks."""
+    import tempfile
+
+    try:
+        tempfile.gettempdir()  # tries /tmp, /var/tmp, /usr/tmp, the cwd (or $TMPDIR) for writing
+    except OSError:
+        return (
+            f"{env_name(('listen', 'workers'))}={workers} needs a writable temporary directory"
+            " (/tmp, or $TMPDIR) for the files the workers share: mount one (docker run --tmpfs"
+            " /tmp; in Kubernetes an emptyDir on /tmp), or run a single worker"
+        )
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings, problems = collect_problems(dict(os.environ))
     if settings is None or any(not p.startswith("template ") for p in problems):
@@ -85,11 +104,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log)
     raise_open_file_limit()  # before the workers start: they inherit it
+    from proxy.aiohttp_compat import check_aiohttp
     from proxy.runtime import Runtime, StartupError
     from proxy.workers import run_workers, switch_dir, worker_index
 
+    check_aiohttp()  # one line on stderr, status 1, when an aiohttp internal is missing
+
     index = worker_index(os.environ)
     if settings.listen.workers > 1 and index is None:
+        problem = _workers_tmp_problem(settings.listen.workers)
+        if problem:
+            print(f"mwm: {problem}", file=sys.stderr)
+            return EXIT_FAILED
         return run_workers(settings.listen.workers, environ=os.environ)
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
@@ -217,20 +243,38 @@ def _print_warnings(warnings: list[str]) -> None:
         print(f"  - {warning}", file=sys.stderr)
 
 
+_DURATION = re.compile(r"([0-9]{1,9})([smhd])", re.ASCII)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def parse_until(text: str, *, now: datetime) -> datetime:
-    """``--until``: RFC 3339 (``2026-12-01T10:00:00Z``) or a duration (``90s``, ``30m``, ``2h``)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
-        return now + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    """``--until``: a duration from ``now``, a whole number of seconds, minutes, hours or
+    days (``90s``, ``30m``, ``2h``, ``1d``), or a strict RFC 3339 time
+    (``2026-12-01T10:00:00Z``; exactly what :func:`controller.timefmt.parse_rfc3339` takes).
+    Anything else raises :class:`ValueError` naming ``--until`` and what it takes."""
+    duration = _DURATION.fullmatch(text)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+        if duration:
+            return now + timedelta(seconds=int(duration[1]) * _DURATION_UNITS[duration[2]])
+        return parse_rfc3339(text)
+    except OverflowError:
+        raise ValueError(f"--until: {text!r} is too far in the future") from None
+    except TimeFormatError as exc:
+        if exc.naive:
+            raise ValueError(f"--until: {exc}") from None
         raise ValueError(
-            f"--until: expected RFC 3339 time or a duration like 30m, got {text!r}"
-        ) from exc
-    if parsed.tzinfo is None:
-        raise ValueError("--until: needs a time zone, e.g. 2026-12-01T10:00:00Z")
-    return parsed
+            f"--until: expected a duration such as 30m (a whole number of s, m, h or d) or "
+            f"{RFC3339_EXPECTED}, got {text!r}" + (f": {exc.detail}" if exc.detail else "")
+        ) from None
+
+
+def _shown_time(value: Any) -> str:
+    """A time from the management or Kubernetes API as this project writes times (an older
+    server may write ``+00:00`` or microseconds); anything else is shown as it came."""
+    try:
+        return rfc3339(parse_rfc3339(value)) if isinstance(value, str) else str(value)
+    except TimeFormatError:
+        return str(value)
 
 
 class CliError(Exception):
@@ -430,7 +474,7 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     lines.append(f"maintenance: {'ON' if m['active'] else 'off'}")
     if m["active"]:
         for cause in m["causes"]:
-            until = f" until {cause['until']}" if cause.get("until") else ""
+            until = f" until {_shown_time(cause['until'])}" if cause.get("until") else ""
             lines.append(f"  - {cause['kind']}: {cause['reason']}{until}")
     for service in status.get("services", []):
         flag = "ready" if service["ready"] else "NOT READY"
@@ -453,7 +497,7 @@ def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
         print("  (the controller has not confirmed this change yet: is mwm running?)")
     print(f"maintenance: {'ON' if m.get('active') else 'off'}")
     if m.get("active") and m.get("reason"):
-        until = f" until {m['until']}" if m.get("until") else ""
+        until = f" until {_shown_time(m['until'])}" if m.get("until") else ""
         print(f"  - {m['reason']}{until}")
     for service in status.get("serviceStatuses") or []:
         flag = "ready" if service.get("ready") else "NOT READY"
@@ -527,7 +571,7 @@ def cmd_on(args: argparse.Namespace) -> int:
             until = parse_until(args.until, now=datetime.now(UTC))
         except ValueError as exc:
             raise UsageError(f"argument {exc}") from exc
-        body["until"] = until.isoformat()
+        body["until"] = rfc3339_exact(until)
     if args.checker:
         return _cluster(args, True, until)
     _call(args, "PUT", "/api/maintenance", body)
@@ -580,7 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     on = client("on", "switch maintenance on (live, every request from now)")
     on.add_argument("--reason", help="shown on the page and in /status")
-    on.add_argument("--until", help="RFC 3339 time or duration (30m, 2h): switches itself off")
+    on.add_argument(
+        "--until",
+        help="RFC 3339 time (2026-12-01T10:00:00Z) or duration (90s, 30m, 2h, 1d): "
+        "switches itself off then",
+    )
     on.set_defaults(func=cmd_on)
     client("off", "switch the admin maintenance switch off").set_defaults(func=cmd_off)
     return parser

@@ -68,11 +68,20 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import _ErrInfo
 
+from proxy.aiohttp_compat import (
+    TOO_MANY_HEADERS,
+    HandlerInternals,
+    ParserRefusal,
+    ServerMakingAppRunner,
+    line_limit,
+    replace_message,
+    server_loop,
+    server_options,
+)
 from proxy.conformance import parser_refusal
 from proxy.forwarding import ErrorResponder
 from proxy.metrics import Metrics
@@ -80,9 +89,6 @@ from proxy.pages import SERVER
 from proxy.settings import LimitSettings
 
 log = logging.getLogger(__name__)
-
-_TOO_MANY_HEADERS = "Too many headers received"
-"""The message of aiohttp's parser (C and Python) for more than ``max_headers`` fields."""
 
 
 class HeadTooLarge(HttpProcessingError):
@@ -102,9 +108,13 @@ def text_refusal(request: web.BaseRequest, status: int, reason: str) -> web.Resp
     )
 
 
-class HardenedConnection(web.RequestHandler):
+class HardenedConnection(HandlerInternals):
     """aiohttp's request handler with a header timeout, a bound on a whole head, one
-    chunked request per connection and answers of our own to bad heads."""
+    chunked request per connection and answers of our own to bad heads.
+
+    The handler's own state (its queue of parsed requests, the count, the waiter, the
+    upgrade flag) is reached under the ``aiohttp_`` names of
+    :class:`~proxy.aiohttp_compat.HandlerInternals`."""
 
     __slots__ = (
         "_body",
@@ -166,11 +176,11 @@ class HardenedConnection(web.RequestHandler):
         if self._idle and data.endswith(b"\r\n\r\n"):
             # The usual read: a whole head, between requests.  What it costs beyond
             # aiohttp's own parsing is these few checks.
-            parsed = self._request_count
+            parsed = self.aiohttp_request_count
             super().data_received(data)
-            if self._request_count - parsed == 1 and len(data) <= self._max_head_bytes:
-                payload = self._messages[-1][1]
-                if payload is EMPTY_PAYLOAD and not self._upgraded:
+            if self.aiohttp_request_count - parsed == 1 and len(data) <= self._max_head_bytes:
+                payload = self.aiohttp_messages[-1][1]
+                if payload is EMPTY_PAYLOAD and not self.aiohttp_upgraded:
                     self._stop_header_timer()
                     return
             self._parsed(parsed, data)
@@ -187,8 +197,8 @@ class HardenedConnection(web.RequestHandler):
         elif (
             self._head_bytes is not None  # the parser holds the beginning of a head
             or self._body is not None
-            or self._upgraded
-            or self._payload_parser is not None  # a websocket's frames
+            or self.aiohttp_upgraded
+            or self.aiohttp_payload_parser is not None  # a websocket's frames
             or not data
             or data.endswith(b"\r\n\r\n")
         ):
@@ -210,7 +220,12 @@ class HardenedConnection(web.RequestHandler):
         self._parse(data[: end + 4])
         if not rest or self._ended:
             return
-        if self._idle and not self._upgraded and rest[:1].isupper() and not _ends_a_head(rest, 0):
+        if (
+            self._idle
+            and not self.aiohttp_upgraded
+            and rest[:1].isupper()
+            and not _ends_a_head(rest, 0)
+        ):
             self._hold(rest)  # timed by the keep-alive timer, as before
         else:
             self._parse(rest)
@@ -233,15 +248,16 @@ class HardenedConnection(web.RequestHandler):
 
     def _parse(self, data: bytes) -> None:
         """Hand ``data`` to aiohttp's parser, then :meth:`_parsed`."""
-        parsed = self._request_count
+        parsed = self.aiohttp_request_count
         super().data_received(data)
         self._parsed(parsed, data)
 
     def _parsed(self, parsed: int, data: bytes) -> None:
         """Look at what the parser made of ``data``; ``parsed`` requests were queued before."""
-        if self._request_count != parsed:  # a head is complete (or refused): stop the clock
+        # A head is complete (or refused): stop the clock.
+        if self.aiohttp_request_count != parsed:
             self._stop_header_timer()
-            self._read_heads(self._request_count - parsed, data)
+            self._read_heads(self.aiohttp_request_count - parsed, data)
         else:
             # No head completed: the parser changed nothing of the handler's state.
             self._start_header_timer_if_idle()
@@ -253,7 +269,7 @@ class HardenedConnection(web.RequestHandler):
                     self._body = None
                     self._head_bytes = 0
                     self._ended = self._body_is_chunked
-            elif not self._upgraded and self._payload_parser is None and data:
+            elif not self.aiohttp_upgraded and self.aiohttp_payload_parser is None and data:
                 # No head completed, no body: the parser holds these bytes as part of a head.
                 self._head_bytes = (self._head_bytes or 0) + len(data)
                 if self._head_bytes > self._max_head_bytes:
@@ -293,7 +309,7 @@ class HardenedConnection(web.RequestHandler):
 
     def _read_heads(self, count: int, data: bytes) -> None:
         """Look at the ``count`` requests the last read completed (the last ones queued)."""
-        messages = self._messages
+        messages = self.aiohttp_messages
         first = len(messages) - count
         if self._body_is_chunked:
             # The chunked body ended in this read and more requests came after it: they
@@ -306,7 +322,7 @@ class HardenedConnection(web.RequestHandler):
         measure = (self._head_bytes or 0) + len(data) > limit  # else all are within it
         for index in range(first, len(messages)):
             message, payload = messages[index]
-            if isinstance(message, _ErrInfo):  # the parser's refusal: nothing after it is read
+            if isinstance(message, ParserRefusal):  # the parser's refusal: nothing after it is read
                 self._ended = True
                 return
             if measure and _head_size(message) > limit:
@@ -316,7 +332,7 @@ class HardenedConnection(web.RequestHandler):
                 return
             if payload is not EMPTY_PAYLOAD and (message.chunked or message.upgrade):
                 # The last request of its connection (an upgrade: see below).
-                messages[index] = (message._replace(should_close=True), payload)
+                messages[index] = (replace_message(message, should_close=True), payload)
                 if message.chunked:
                     # Requests after it in this read came after its last chunk: dropped.
                     self._drop_after(index)
@@ -331,11 +347,11 @@ class HardenedConnection(web.RequestHandler):
                 self._body, self._head_bytes = None, 0
             return
         self._body = None
-        if self._upgraded and not isinstance(message, _ErrInfo):
+        if self.aiohttp_upgraded and not isinstance(message, ParserRefusal):
             # An upgrade without a body (a websocket handshake): the last request of its
             # connection.  aiohttp parses what follows only if the upgrade is declined,
             # outside data_received, where nothing here would look at it.
-            messages[-1] = (message._replace(should_close=True), payload)
+            messages[-1] = (replace_message(message, should_close=True), payload)
         elif data.endswith(b"\r\n\r\n"):
             self._head_bytes = None  # the read ended with the head: between requests
         else:
@@ -347,7 +363,7 @@ class HardenedConnection(web.RequestHandler):
 
     def _drop_after(self, index: int) -> None:
         """Unqueue every request after the one at ``index``: they will not be answered."""
-        messages = self._messages
+        messages = self.aiohttp_messages
         while len(messages) > index + 1:
             messages.pop()
 
@@ -357,15 +373,15 @@ class HardenedConnection(web.RequestHandler):
         self._ended = True
         self._idle = False
         self._held = None
-        self._messages.append((self._too_large(), EMPTY_PAYLOAD))
-        self._request_count += 1
-        waiter = self._waiter
+        self.aiohttp_messages.append((self._too_large(), EMPTY_PAYLOAD))
+        self.aiohttp_request_count += 1
+        waiter = self.aiohttp_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _too_large(self) -> _ErrInfo:
+    def _too_large(self) -> ParserRefusal:
         exc = HeadTooLarge(message=HeadTooLarge.message)
-        return _ErrInfo(status=exc.code, exc=exc, message=exc.message)
+        return ParserRefusal(status=exc.code, exc=exc, message=exc.message)
 
     def _refusal(self, exc: BaseException | None) -> tuple[int, str] | None:
         """``(status, reason)`` when ``exc`` is the parser's: a size limit, or malformed."""
@@ -373,7 +389,7 @@ class HardenedConnection(web.RequestHandler):
         if isinstance(exc, LineTooLong):
             # The exception carries the limit it hit; it names the request line only when
             # that limit is not also the header one (then 431 covers both).
-            limit = exc.args[1] if len(exc.args) > 1 else None
+            limit = line_limit(exc)
             if limit == limits.max_request_line_bytes != limits.max_header_field_bytes:
                 return 414, (f"The request URL is longer than the {limit} bytes this site accepts.")
             return 431, (
@@ -381,7 +397,7 @@ class HardenedConnection(web.RequestHandler):
                 f"{limits.max_header_field_bytes} bytes this site accepts. "
                 "Clearing this site's cookies may help."
             )
-        if isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_HEADERS:
+        if isinstance(exc, BadHttpMessage) and exc.message == TOO_MANY_HEADERS:
             return 431, (
                 f"The request has more than the {limits.max_header_count} header fields "
                 "this site accepts."
@@ -405,8 +421,8 @@ class HardenedConnection(web.RequestHandler):
 
     def _waiting_for_a_request(self) -> bool:
         """True between requests: the handler loop waits and nothing is queued."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done() and not self._messages
+        waiter = self.aiohttp_waiter
+        return waiter is not None and not waiter.done() and not self.aiohttp_messages
 
     def _start_header_timer_if_idle(self) -> None:
         """Arm the header clock when a read leaves a new head incomplete between requests.
@@ -420,7 +436,7 @@ class HardenedConnection(web.RequestHandler):
         # The idle keep-alive timer stops: a request has begun (aiohttp restarts it after
         # the response).  keep_alive(True) is aiohttp's way to cancel it.
         self.keep_alive(True)
-        self._header_timer = self._loop.call_later(
+        self._header_timer = self.aiohttp_loop.call_later(
             self._limits.header_timeout_s, self._header_timed_out
         )
 
@@ -431,7 +447,8 @@ class HardenedConnection(web.RequestHandler):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        if self._request_in_progress:  # cannot happen (a head stops the timer); never cut one
+        # A request in progress cannot happen (a head stops the timer); never cut one.
+        if self.aiohttp_request_in_progress:
             return
         if self._metrics is not None:
             self._metrics.header_timeouts += 1
@@ -480,15 +497,15 @@ class HardenedServer(web.Server):
     def __call__(self) -> HardenedConnection:
         return HardenedConnection(
             self,
-            loop=self._loop,
+            loop=server_loop(self),
             limits=self._limits,
             refuse=self._refuse,
             metrics=self._metrics,
-            **self._kwargs,
+            **server_options(self),
         )
 
 
-class HardenedAppRunner(web.AppRunner):
+class HardenedAppRunner(ServerMakingAppRunner):
     """aiohttp's runner for an :class:`~aiohttp.web.Application` whose connections are
     :class:`HardenedConnection` ones (aiohttp's would answer bad heads itself)."""
 
@@ -506,10 +523,9 @@ class HardenedAppRunner(web.AppRunner):
         self._refuse = refuse
         self._metrics = metrics
 
-    async def _make_server(self) -> web.Server:
+    def make_server(self, plain: web.Server, options: dict[str, Any]) -> web.Server:
         # aiohttp's own steps (the application started and frozen, its server's options
         # gathered), then the same server with hardened connections.
-        plain = await super()._make_server()
         return HardenedServer(
             plain.request_handler,
             request_factory=plain.request_factory,
@@ -517,5 +533,5 @@ class HardenedAppRunner(web.AppRunner):
             limits=self._limits,
             refuse=self._refuse,
             metrics=self._metrics,
-            **plain._kwargs,
+            **options,
         )

@@ -91,6 +91,7 @@ from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.aiohttp_compat import disable_connection_retry
 from proxy.cookie import without_cookie
 from proxy.forwarded import client_address, forwarded_for_header
 from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
@@ -257,7 +258,7 @@ class Forwarder:
         # whose connection broke before the answer) is a per-session switch, on only where
         # it is safe (see the module docstring).
         session = aiohttp.ClientSession(connector=connector, **options)
-        session._retry_connection = False
+        disable_connection_retry(session)
         self._session = session
         self._retrying_session = aiohttp.ClientSession(
             connector=connector, connector_owner=False, **options

@@ -22,12 +22,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import hdrs, web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from controller.snapshot import ManualSwitch
+from controller.timefmt import EXPECTED as RFC3339_EXPECTED
+from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339_or_none
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.pages import SERVER
 from proxy.public import SERVICES_KEY, Services, json_response
 
@@ -38,6 +42,17 @@ _TOKEN_QUERY_NAMES = frozenset({"token", "access_token", "admin_token", "auth"})
 
 
 MAX_REASON_CHARS = 500
+
+
+def _strict_time(value: object) -> object:
+    """``until`` as strict RFC 3339 (:func:`controller.timefmt.parse_rfc3339`): pydantic's
+    own datetime parsing also takes a date alone, a space for ``T``, ``+0100``..."""
+    if not isinstance(value, str):
+        return value  # None, or a wrong type the datetime validator then refuses
+    try:
+        return parse_rfc3339(value)
+    except TimeFormatError as exc:
+        raise PydanticCustomError("rfc3339", "{problem}", {"problem": str(exc)}) from None
 
 
 class SwitchRequest(BaseModel):
@@ -51,13 +66,13 @@ class SwitchRequest(BaseModel):
 
     enabled: bool
     reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
-    until: AwareDatetime | None = None
+    until: Annotated[AwareDatetime | None, BeforeValidator(_strict_time)] = None
 
 
 _EXPECTED = {
     "enabled": "true or false (a JSON boolean); required",
     "reason": f"a string of at most {MAX_REASON_CHARS} characters, or null",
-    "until": "an RFC 3339 date-time with a time zone (2026-12-01T10:00:00Z) in the future, or null",
+    "until": f"{RFC3339_EXPECTED} in the future, or null",
 }
 """What each field of :class:`SwitchRequest` takes, for the 422 answer."""
 _EXPECTED_BODY = 'a JSON object such as {"enabled": true, "reason": "..."}'
@@ -150,10 +165,10 @@ async def status_doc(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     s = _services(request)
+    # With several workers this sums every worker's counter files (proxy.metrics).
     return web.Response(
-        text=s.metrics.render(s.store.current),
-        content_type="text/plain",
-        headers={hdrs.CACHE_CONTROL: "no-store"},
+        body=s.metrics.exposition(s.store.current),
+        headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE, hdrs.CACHE_CONTROL: "no-store"},
     )
 
 
@@ -187,8 +202,8 @@ def _switch_body(switch: ManualSwitch | None) -> dict[str, Any]:
     return {
         "enabled": switch.enabled,
         "reason": switch.reason,
-        "until": switch.until.isoformat() if switch.until else None,
-        "since": switch.since.isoformat() if switch.since else None,
+        "until": rfc3339_or_none(switch.until),
+        "since": rfc3339_or_none(switch.since),
     }
 
 
@@ -246,7 +261,7 @@ async def put_maintenance(request: web.Request) -> web.Response:
     log.info(
         "maintenance switched %s through the admin API",
         "on" if body.enabled else "off",
-        extra={"reason": body.reason, "until": str(body.until) if body.until else None},
+        extra={"reason": body.reason, "until": rfc3339_or_none(body.until)},
     )
     return _admin_state(s)
 

@@ -57,8 +57,8 @@ from typing import Any
 import jinja2
 
 from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
-from controller.statusdoc import iso
 from controller.store import State
+from controller.timefmt import rfc3339_or_none as iso
 from proxy.negotiation import PageFormat
 from proxy.settings import PageSettings, env_name
 

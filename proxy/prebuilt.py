@@ -25,6 +25,8 @@ from typing import Final
 
 from aiohttp import HttpVersion11, web
 
+from proxy.aiohttp_compat import response_written
+
 WRITE_BUFFER_LIMIT: Final = 64 * 1024
 """Past this many unsent bytes, wait for the client to read (as aiohttp's writer does)."""
 
@@ -48,7 +50,6 @@ class PrebuiltResponse(web.StreamResponse):
         self._head = head
         self._content = body
         self._dated = dated
-        self._body_length = len(body)
         self._hang_up = False
 
     def hang_up(self) -> None:
@@ -66,25 +67,22 @@ class PrebuiltResponse(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
-        keep_alive = self._keep_alive
-        if keep_alive is None:
-            keep_alive = self._keep_alive = request.keep_alive
-        if not keep_alive:
+        content = self._content
+        if not response_written(self, request, len(content)):
             connection = _CLOSE
         elif request.version != HttpVersion11:
             connection = _KEEP_ALIVE  # an HTTP/1.0 client that asked to keep it
         else:
             connection = b""
         end = b"\r\n" if self._dated else date_line()
-        self._eof_sent = True
-        transport.write(b"".join((self._head, connection, end, self._content)))
+        transport.write(b"".join((self._head, connection, end, content)))
         if self._hang_up:
             request.protocol.force_close()  # the write above is flushed before the close
             return
         if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             # A client pipelining requests without reading the answers: wait for it
             # instead of buffering answers without bound.
-            await request._payload_writer.drain()
+            await request.writer.drain()
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None

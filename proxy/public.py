@@ -32,6 +32,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller.store import SnapshotStore
+from proxy.aiohttp_compat import replace_message
 from proxy.bypass import BypassPolicy
 from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
 from proxy.connection import HardenedServer
@@ -306,7 +307,7 @@ def make_request(*, keep_routing_headers: bool) -> RequestFactory:
     ) -> web.BaseRequest:
         headers = message.headers
         if not message.should_close and must_close(message.method, headers):
-            message = message._replace(should_close=True)
+            message = replace_message(message, should_close=True)
         if not keep_routing_headers:
             for name in ROUTING_HEADERS:  # a loop, not any(): this runs for every request
                 if name in headers:
@@ -328,7 +329,7 @@ def _without_routing_headers(message: RawRequestMessage) -> RawRequestMessage:
         for name, value in message.raw_headers
         if name.decode("latin-1").lower() not in ROUTING_HEADERS
     )
-    return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw_headers)
+    return replace_message(message, headers=CIMultiDictProxy(headers), raw_headers=raw_headers)
 
 
 def build_public_server(services: Services, **log_options: Any) -> web.Server:

@@ -36,6 +36,7 @@ from proxy.bypass import BypassPolicy
 from proxy.connection import HardenedAppRunner
 from proxy.forwarding import Forwarder
 from proxy.management import build_management_app
+from proxy.metrics import multiprocess_dir, register_worker
 from proxy.pages import PageRenderer
 from proxy.public import Services, build_public_server, error_response
 from proxy.serverlog import server_log_options
@@ -141,6 +142,9 @@ class Runtime:
             forwarder=forwarder,
             shared_switch=self.shared_switch,
         )
+        shared_metrics = multiprocess_dir()
+        if shared_metrics is not None and self.worker_index is not None:
+            register_worker(shared_metrics, self.worker_index)  # its process_* metrics
         if handle_signals:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

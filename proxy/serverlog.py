@@ -30,9 +30,9 @@ from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_log import AccessLogger
 from yarl import URL
 
+from proxy.aiohttp_compat import AccessLogFieldHook
 from proxy.settings import Settings
 
 __all__ = [
@@ -62,7 +62,7 @@ _DECODINGS = 3
 LogField = tuple[str | tuple[str, str], Any]
 
 
-class MaskingAccessLogger(AccessLogger):
+class MaskingAccessLogger(AccessLogFieldHook):
     """aiohttp's access logger (same format), with secrets masked in every logged field.
 
     :func:`masking_access_logger` binds it to the configured secrets: aiohttp builds the
@@ -78,17 +78,10 @@ class MaskingAccessLogger(AccessLogger):
             request = request.clone(rel_url=masked)
         super().log(request, response, time)
 
-    def _format_line(
-        self, request: web.BaseRequest, response: web.StreamResponse, time: float
-    ) -> list[LogField]:
+    def logged_value(self, key: str | tuple[str, str], value: Any) -> Any:
         """Every field (request line, ``%{...}i`` and ``%{...}o`` headers, ...) masked;
-        aiohttp builds both the message and the ``extra`` fields from this list."""
-        return [
-            (key, self._masked_field(key, value))
-            for key, value in super()._format_line(request, response, time)
-        ]
-
-    def _masked_field(self, key: str | tuple[str, str], value: Any) -> Any:
+        aiohttp builds both the message and the ``extra`` fields from them (see
+        :class:`~proxy.aiohttp_compat.AccessLogFieldHook`)."""
         if not isinstance(value, str) or value == "-":
             return value
         if isinstance(key, tuple) and key[1].lower() in self.credential_headers:

@@ -5,10 +5,15 @@ accept JSON (``["/admin","/ops"]``) or a comma-separated string (``/admin,/ops``
 Every secret is a :class:`~pydantic.SecretStr` that may also be read from a file
 (``..._FILE``, for Kubernetes Secret mounts).  Library code never reads the
 environment: :func:`load_settings` is called by the CLI and the result passed down.
+
+The loader is pydantic-settings' (:class:`Settings` is its ``BaseSettings``, read through
+two custom sources); what it would let pass is checked first by :class:`EnvironReading`:
+unknown ``MWM_`` variables, and a secret given both directly and as a file.
 """
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import enum
 import functools
@@ -31,7 +36,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as SourceError
 
 from controller.settings import (
     OptionalPath,
@@ -387,11 +400,22 @@ class LogSettings(SettingsGroup):
 
 
 class Settings(BaseSettings):
-    """The root of all settings; see the README's table for every variable."""
+    """The root of all settings; see the README's table for every variable.
+
+    Read by pydantic-settings from two sources (:meth:`settings_customise_sources`):
+    :class:`EnvironSource` for the ``MWM_*`` variables and :class:`SecretFileSource` for
+    the ``MWM_*_FILE`` ones, both over one :class:`EnvironReading` of a mapping (the
+    process environment unless :func:`load_settings` is given another).  Keyword
+    arguments (``load_settings``'s overrides) win over both.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,  # MWM_UPSTREAM__URL names the field upstream.url
+        env_ignore_empty=False,  # an empty secret or path means "not set" (empty_is_none)
+        env_parse_none_str=None,  # "null" is a string, as it always was
+        env_parse_enums=False,  # enum values, not member names (``keep``, not ``KEEP``)
         extra="forbid",
         validate_default=True,
     )
@@ -407,6 +431,28 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the ``MWM_`` variables, then the ``MWM_*_FILE`` secrets;
+        no ``.env`` file and no secrets directory.  The variables come from the reading
+        :func:`load_settings` is making; built directly (``Settings()``), from the process
+        environment, and any problem with them is raised at once."""
+        reading = _READING.get()
+        if reading is None:
+            reading = EnvironReading(os.environ, raise_problems=True)
+        return (
+            init_settings,
+            EnvironSource(settings_cls, reading),
+            SecretFileSource(settings_cls, reading),
+        )
+
 
 class SettingsError(Exception):
     """Settings could not be loaded; ``problems`` lists every one, as ``VARIABLE: message``."""
@@ -416,55 +462,123 @@ class SettingsError(Exception):
         self.problems = problems
 
 
+class EnvironReading:
+    """One reading of an environment: which ``MWM_`` variables are settings, which name
+    secret files, and the problems no model validation can see.
+
+    Skipped: variables without the ``MWM_`` prefix (case-sensitive, as it always was), the
+    client's ``MWM_MANAGEMENT_URL`` and Kubernetes service links.  Problems, in the order
+    they are reported: unknown variables (with a suggestion), then secrets given both
+    directly and as a file.
+    """
+
+    def __init__(self, environ: Mapping[str, str], *, raise_problems: bool = False) -> None:
+        self.variables: dict[str, str] = {}
+        """The settings variables, ``MWM_*_FILE`` excluded (:class:`EnvironSource`)."""
+        self.secret_files: dict[str, str] = {}
+        """The ``MWM_*_FILE`` variables (:class:`SecretFileSource`)."""
+        self.problems: list[str] = []
+        self.raise_problems = raise_problems
+        known = setting_names()
+        files = {env_name((group, field + "_file")) for group, field in SECRET_FIELDS}
+        for key, value in environ.items():
+            if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
+                continue
+            if ENV_NESTED_DELIMITER not in key and _SERVICE_LINK.fullmatch(key):
+                continue
+            if key.upper() not in known:
+                self.problems.append(f"{key}: unknown setting{did_you_mean(key)}")
+            elif key.upper() in files:
+                self.secret_files[key.upper()] = value
+            else:
+                self.variables[key] = value
+        given = {key.upper() for key, value in self.variables.items() if value}
+        for group, field in SECRET_FIELDS:
+            if env_name((group, field)) in given and self.secret_files.get(
+                env_name((group, field + "_file"))
+            ):
+                self.problems.append(_both_set(group, field))
+
+    def check(self) -> None:
+        """Raise the problems now, for a reading nobody will collect them from."""
+        if self.raise_problems and self.problems:
+            raise SettingsError(self.problems)
+
+
+_READING: contextvars.ContextVar[EnvironReading | None] = contextvars.ContextVar(
+    "mwm_settings_reading", default=None
+)
+"""The reading :func:`load_settings` is making, for :meth:`Settings.settings_customise_sources`
+(a class method: the mapping cannot reach it as an argument)."""
+
+
+class EnvironSource(EnvSettingsSource):
+    """pydantic-settings' own environment source (prefix, ``__`` nesting, ``NoDecode`` lists),
+    reading the settings variables of one :class:`EnvironReading` instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], reading: EnvironReading) -> None:
+        self.reading = reading  # before super().__init__, which loads the variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            key if self.case_sensitive else key.lower(): value
+            for key, value in self.reading.variables.items()
+        }
+
+    def __call__(self) -> dict[str, Any]:
+        self.reading.check()
+        return super().__call__()
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """The ``MWM_<GROUP>__<SECRET>_FILE`` variables, as ``<group>.<secret>_file`` paths.
+
+    The group's validator reads the file (so a model built in code reads it too) and
+    refuses a secret given both ways; a clash in the environment is already one of the
+    reading's problems, and such a file is left out so it is reported once.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], reading: EnvironReading) -> None:
+        super().__init__(settings_cls)
+        self.reading = reading
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # every value comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, dict[str, str]] = {}
+        for group, field in SECRET_FIELDS:
+            path = self.reading.secret_files.get(env_name((group, field + "_file")))
+            if path is None or _both_set(group, field) in self.reading.problems:
+                continue
+            values.setdefault(group, {})[field + "_file"] = path
+        return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build :class:`Settings` from ``environ`` (default: the process environment).
+    """Build :class:`Settings` from ``environ`` (default: the process environment) and
+    ``overrides`` (``upstream={"url": ...}``, winning over the variables).
 
-    Raises :class:`SettingsError` with every problem found, never a traceback.
+    Only ``environ`` is read, never ``os.environ`` besides.  Raises :class:`SettingsError`
+    with every problem found (unknown variables, secrets given twice, every value that does
+    not validate), never a traceback.
     """
+    reading = EnvironReading(os.environ if environ is None else environ)
+    problems = reading.problems
+    token = _READING.set(reading)
     try:
-        return _settings_from_mapping(os.environ if environ is None else environ, overrides)
-    except ValidationError as exc:
-        raise SettingsError(describe_validation_error(exc)) from exc
-    except ValueError as exc:  # malformed JSON in a list variable, say
-        raise SettingsError([str(exc)]) from exc
-
-
-def _settings_from_mapping(environ: Mapping[str, str], overrides: dict[str, Any]) -> Settings:
-    """Build settings from ``environ``: our own reading of the variables, not pydantic-settings'
-    (which skips a misspelt group, ``MWM_UPSTRAEM__URL``, without a word).
-
-    Every problem is collected before :class:`SettingsError` is raised: unknown variables
-    (with a suggestion), secrets given twice, and every value that does not validate.
-    """
-    tree: dict[str, Any] = {}
-    problems: list[str] = []
-    known = setting_names()
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
-            continue
-        if ENV_NESTED_DELIMITER not in key and _SERVICE_LINK.fullmatch(key):
-            continue
-        if key.upper() not in known:
-            problems.append(f"{key}: unknown setting{did_you_mean(key)}")
-            continue
-        *groups, leaf = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
-        node = tree
-        for part in groups:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    for group, field in SECRET_FIELDS:
-        if environ.get(env_name((group, field))) and environ.get(
-            env_name((group, field + "_file"))
-        ):
-            problems.append(_both_set(group, field))
-    tree.update(overrides)
-    try:
-        settings = Settings.model_validate(tree)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems.extend(p for p in describe_validation_error(exc) if p not in problems)
-    if problems:
-        raise SettingsError(problems)
-    return settings
+    except (SourceError, ValueError) as exc:  # a value the source could not decode
+        problems.append(str(exc))
+    else:
+        if not problems:
+            return settings
+    finally:
+        _READING.reset(token)
+    raise SettingsError(problems)
 
 
 def _leaf_names(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[str]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.snapshot import Cause, ServiceState
-from controller.statusdoc import iso
 from controller.store import State
+from controller.timefmt import rfc3339_or_none as iso
 
 
 @dataclass(frozen=True, slots=True)

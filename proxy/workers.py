@@ -9,7 +9,12 @@ of them writes status, as any replica: each has its own leader-election identity
 The admin API's switch must reach every worker, not only the one that received the
 request, so in the cluster-less mode it goes through a small file in a directory the
 parent creates (:mod:`proxy.sharedswitch`).  ``/metrics`` is answered by whichever worker
-the connection lands on: scrape each pod, and read the counters as per-process.
+the connection lands on, so the parent also gives every worker the same fresh
+``PROMETHEUS_MULTIPROC_DIR`` there: each worker's counters live in memory-mapped files of
+its own and the answering worker sums them all (:mod:`proxy.metrics`), so a scrape sees the
+pod's totals whichever worker answers, and a restarted worker's old counts stay in them.
+The directory is under the temporary directory (``/tmp``, the one writable place in the
+image) and goes with the parent.
 
 The parent forwards SIGTERM/SIGINT to the children and waits for their graceful drain;
 a child that dies on its own is restarted after a short, growing delay.
@@ -34,6 +39,9 @@ WORKER_INDEX_ENV = "_MWM_WORKER_INDEX"
 """Set by the parent in each child: the child binds with SO_REUSEPORT."""
 SWITCH_DIR_ENV = "_MWM_SWITCH_DIR"
 """Set by the parent: where the workers share the admin API's switch."""
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by the parent: where the workers keep their metric files (prometheus_client reads it
+on import, so it must be in the child's environment from the start)."""
 
 
 def run_workers(
@@ -45,7 +53,12 @@ def run_workers(
     restarts: dict[int, int] = {}
 
     def start(index: int) -> None:
-        env = {**environ, WORKER_INDEX_ENV: str(index), SWITCH_DIR_ENV: shared_dir}
+        env = {
+            **environ,
+            WORKER_INDEX_ENV: str(index),
+            SWITCH_DIR_ENV: shared_dir,
+            METRICS_DIR_ENV: metrics_dir,
+        }
         children[index] = subprocess.Popen([sys.executable, "-m", "proxy.cli", "run"], env=env)
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -56,6 +69,9 @@ def run_workers(
                 child.send_signal(signum)
 
     with tempfile.TemporaryDirectory(prefix="mwm-switch-") as shared_dir:
+        # Always a new, empty one: files left by an earlier run would be summed in.
+        metrics_dir = os.path.join(shared_dir, "metrics")
+        os.mkdir(metrics_dir, 0o700)
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
         for first in range(count):

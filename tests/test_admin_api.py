@@ -9,7 +9,7 @@ pointer, what was expected) and changes nothing, whatever the switch was before.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -62,6 +62,19 @@ REFUSED = [
         _json({"enabled": True, "until": "2030-01-01T00:00:00"}), ["#/until"], id="until-no-zone"
     ),
     pytest.param(_json({"enabled": True, "until": PAST}), ["#/until"], id="until-past"),
+    pytest.param(_json({"enabled": True, "until": "2030-01-01"}), ["#/until"], id="until-date"),
+    pytest.param(
+        _json({"enabled": True, "until": "2030-W01-2T10:00:00Z"}), ["#/until"], id="until-week"
+    ),
+    pytest.param(
+        _json({"enabled": True, "until": "20300101T100000Z"}), ["#/until"], id="until-basic"
+    ),
+    pytest.param(
+        _json({"enabled": True, "until": "2030-01-01 10:00:00Z"}), ["#/until"], id="until-space"
+    ),
+    pytest.param(
+        _json({"enabled": True, "until": "2030-01-01T10:00Z"}), ["#/until"], id="until-no-seconds"
+    ),
     pytest.param(_json([{"enabled": True}]), ["#"], id="array"),
     pytest.param(_json(True), ["#"], id="bare-true"),
     pytest.param(b'{"enabled": true,}', ["#"], id="not-json"),
@@ -154,6 +167,34 @@ async def test_an_explicit_body_switches(
     assert answer["switch"]["enabled"] is body["enabled"]
     assert answer["maintenance"]["active"] is active
     assert proxy.runtime.store.current.maintenance.active is active
+
+
+async def test_until_is_strict_rfc3339_and_its_error_says_what_to_send(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    status, _, problem = await _put(proxy, _json({"enabled": True, "until": "2030-W01-2T10:00Z"}))
+    assert status == 422
+    [error] = problem["errors"]
+    assert error["field"] == "until"
+    assert "2030-W01-2T10:00Z" in error["message"]
+    assert "RFC 3339 time such as 2026-12-01T10:00:00Z" in error["expected"]
+    assert "Z or ±HH:MM" in error["expected"]
+
+
+async def test_switch_times_are_written_in_utc_with_z_and_whole_seconds(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    until = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=250000)
+    in_plus_two = until.astimezone(timezone(timedelta(hours=2))).isoformat()
+    status, _, answer = await _put(proxy, _json({"enabled": True, "until": in_plus_two}))
+    assert status == 200
+    switch = answer["switch"]
+    assert switch["until"] == until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert switch["since"].endswith("Z")
+    assert "." not in switch["since"]
+    assert proxy.runtime.store.current.maintenance.until == until  # kept exactly inside
 
 
 async def test_delete_still_switches_off_without_a_body(start_proxy: ProxyFactory) -> None:

@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proxy.cli import _status_lines, parse_until
 from tests.conftest import ADMIN_TOKEN, ProxyFactory
 from tests.mwmprocess import ROOT, clean_env, run_cli
 
@@ -81,6 +83,28 @@ def closed_port() -> int:
         pytest.param(["status", "--timeout", "soon"], {}, "argument --timeout", "seconds", id="tx"),
         pytest.param(["on", "--until", "tomorrow"], {}, "argument --until", "RFC 3339", id="until"),
         pytest.param(["on", "--until", "2030-01-01T00:00"], {}, "--until", "time zone", id="zone"),
+        pytest.param(
+            ["on", "--until", "2030-01-01T00:00:00"], {}, "--until", "has no time zone", id="naive"
+        ),
+        pytest.param(
+            ["on", "--until", "2030-01-01"], {}, "argument --until", "RFC 3339", id="date"
+        ),
+        pytest.param(
+            ["on", "--until", "2030-W01-2T10:00Z"], {}, "argument --until", "RFC 3339", id="week"
+        ),
+        pytest.param(
+            ["on", "--until", "20300101T1000Z"], {}, "argument --until", "RFC 3339", id="basic"
+        ),
+        pytest.param(
+            ["on", "--until", "2030-02-30T10:00:00Z"], {}, "--until", "out of range", id="30-feb"
+        ),
+        pytest.param(
+            ["on", "--until", "30 m"], {}, "argument --until", "30m", id="spaced-duration"
+        ),
+        pytest.param(["on", "--until", "1w"], {}, "argument --until", "s, m, h or d", id="weeks"),
+        pytest.param(
+            ["on", "--until", "999999999d"], {}, "argument --until", "too far", id="too-far"
+        ),
         pytest.param(
             ["on", "--token", "two\nlines"], {}, "argument --token", "visible ASCII", id="token"
         ),
@@ -222,3 +246,56 @@ async def test_a_reader_that_went_away_ends_the_command_quietly(
     )
     assert result.stderr == ""
     assert result.returncode == 1  # as Python's documentation recipe for EPIPE does
+
+
+NOW = datetime(2026, 12, 1, 10, 0, 0, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("90s", NOW + timedelta(seconds=90), id="seconds"),
+        pytest.param("30m", NOW + timedelta(minutes=30), id="minutes"),
+        pytest.param("2h", NOW + timedelta(hours=2), id="hours"),
+        pytest.param("1d", NOW + timedelta(days=1), id="days"),
+        pytest.param("2026-12-02T10:00:00Z", datetime(2026, 12, 2, 10, tzinfo=UTC), id="z"),
+        pytest.param("2026-12-02t10:00:00z", datetime(2026, 12, 2, 10, tzinfo=UTC), id="lower"),
+        pytest.param(
+            "2026-12-02T12:00:00.25+02:00",
+            datetime(2026, 12, 2, 10, 0, 0, 250000, tzinfo=UTC),
+            id="offset-fraction",
+        ),
+    ],
+)
+def test_until_accepts_durations_and_rfc3339(text: str, expected: datetime) -> None:
+    assert parse_until(text, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["tomorrow", "2026-12-02", "2026-W49-3T10:00Z", "20261202T1000Z", "30", "m", "-5m"]
+)
+def test_until_refuses_other_forms_naming_the_option(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^--until: expected a duration such as 30m") as caught:
+        parse_until(text, now=NOW)
+    assert "RFC 3339 time such as 2026-12-01T10:00:00Z" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        pytest.param("2026-12-01T10:00:00.123456+00:00", "2026-12-01T10:00:00Z", id="older-server"),
+        pytest.param("2026-12-01T12:00:00+02:00", "2026-12-01T10:00:00Z", id="offset"),
+        pytest.param("2026-12-01T10:00:00Z", "2026-12-01T10:00:00Z", id="as-is"),
+        pytest.param("soon", "soon", id="not-a-time"),
+    ],
+)
+def test_status_times_are_printed_in_one_format(shown: str, expected: str) -> None:
+    lines = _status_lines(
+        {
+            "maintenance": {
+                "active": True,
+                "causes": [{"kind": "Manual", "reason": "Upgrading", "until": shown}],
+            }
+        }
+    )
+    assert lines == ["maintenance: ON", f"  - Manual: Upgrading until {expected}"]

@@ -1,9 +1,9 @@
-"""The container image, checked without a Docker engine (there is none on these machines).
+"""The container image, checked statically (tests/test_image.py builds and runs it).
 
 The Dockerfile is parsed into stages and instructions and held to what the image promises:
 multi-stage, a pinned slim base, a numeric non-root user, ``mwm`` as the entry point, no
 HEALTHCHECK, no secret baked in, OCI labels, ports that are the listeners' defaults, and the
-README's own install command.  ``.dockerignore`` is evaluated with Docker's matching rules.
+README's own install commands.  ``.dockerignore`` is evaluated with Docker's matching rules.
 Then the wheel is built from exactly the files the builder stage receives, and run from outside
 the checkout: a wheel without its templates would ship an image that cannot render a page.
 """
@@ -242,7 +242,13 @@ def test_is_read_only_root_filesystem_friendly(dockerfile: Dockerfile, final: St
     ]
     compileall = [argv for argv in builder_commands if "compileall" in argv]
     assert compileall, "the builder compiles the venv's bytecode"
-    assert all(argv[argv.index("--invalidation-mode") + 1] == "checked-hash" for argv in compileall)
+    final_commands = [argv for run in final.all("RUN") for argv in shell_commands(run.args)]
+    stdlib = [argv for argv in final_commands if "compileall" in argv]
+    assert [argv[-1] for argv in stdlib] == ["/usr/local/lib/python3.11"]
+    for argv in compileall + stdlib:
+        assert argv[argv.index("--invalidation-mode") + 1] == "checked-hash"
+        # -f: the base image's own timestamp-checked .pycs would otherwise be kept.
+        assert "-f" in argv, argv
     assert key_values(dockerfile.stage("builder").all("ENV")[0].args)["PIP_NO_CACHE_DIR"] == "1"
 
 
@@ -266,22 +272,31 @@ def test_exposes_the_listeners_default_ports(final: Stage) -> None:
     assert expose.args.split() == [str(defaults.public_port), str(defaults.management_port)]
 
 
-def readme_install_requirements() -> list[str]:
+def readme_install_commands() -> list[list[str]]:
+    """The arguments after ``pip install`` of each install command in the README's Install."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
-    (command,) = (line for line in section.splitlines() if line.startswith("pip install"))
-    return pip_requirements(shlex.split(command))
-
-
-def test_installs_with_the_readmes_install_command(dockerfile: Dockerfile) -> None:
-    installs = [
-        argv
-        for run in dockerfile.stage("builder").all("RUN")
-        for argv in shell_commands(run.args)
-        if argv[0].endswith("pip") and "install" in argv
+    commands = [
+        shlex.split(line) for line in section.splitlines() if line.startswith("pip install")
     ]
-    assert readme_install_requirements() == [".[speed]"]
-    assert [pip_requirements(argv) for argv in installs] == [[".[speed]"]]
+    return [argv[2:] for argv in commands]
+
+
+def test_installs_with_the_readmes_install_commands(dockerfile: Dockerfile) -> None:
+    builder = [
+        argv for run in dockerfile.stage("builder").all("RUN") for argv in shell_commands(run.args)
+    ]
+    installs = [argv for argv in builder if argv[0].endswith("pip") and "install" in argv]
+    # The locked runtime dependencies, hash-checked; then the project alone, adding nothing.
+    expected = [["--require-hashes", "-r", "requirements.lock"], ["--no-deps", ".[speed]"]]
+    assert readme_install_commands() == expected
+    assert [argv[argv.index("install") + 1 :] for argv in installs] == expected
+    assert [pip_requirements(argv) for argv in installs] == [["requirements.lock"], [".[speed]"]]
+    # Nothing installs at run time: the runtime venv ships without pip and setuptools.
+    uninstall = next(argv for argv in builder if "uninstall" in argv)
+    assert uninstall[0] == "/opt/mwm/bin/python"
+    assert {"pip", "setuptools"} <= set(uninstall)
+    assert builder.index(uninstall) < next(i for i, a in enumerate(builder) if "compileall" in a)
 
 
 # --- .dockerignore, with Docker's rules -------------------------------------------------
@@ -406,7 +421,7 @@ def test_dockerignore_lets_in_everything_the_build_copies(
 ) -> None:
     sources = [source for source, _ in copied_sources(dockerfile)]
     assert sorted(sources) == sorted(
-        ["pyproject.toml", "README.md", "proxy", "controller", "templates"]
+        ["requirements.lock", "pyproject.toml", "README.md", "proxy", "controller", "templates"]
     )
     for source in sources:
         assert (ROOT / source).exists(), source

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 from proxy.settings import (
     BypassSettings,
+    EnvironReading,
+    EnvironSource,
     ManagementSettings,
+    SecretFileSource,
+    Settings,
     SettingsError,
     did_you_mean,
     load_settings,
@@ -175,3 +182,93 @@ def test_short_tokens_are_warned_about_by_variable_never_by_value(tmp_path: Path
     assert warning.startswith(f"MWM_MANAGEMENT__ADMIN_TOKEN_FILE: the token in {admin} is shorter")
     assert "admin-15-chars!" not in warning
     assert weak_secret_warnings(load_settings({})) == []
+
+
+def _without_mwm_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("MWM_"):
+            monkeypatch.delenv(name)
+
+
+def test_the_loader_is_pydantic_settings_with_its_own_sources(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert BaseSettings in Settings.__mro__
+    assert issubclass(EnvironSource, EnvSettingsSource)
+    assert issubclass(SecretFileSource, PydanticBaseSettingsSource)
+    called: list[str] = []
+    for source in (EnvironSource, SecretFileSource):
+
+        def spy(self: Any, original: Any = source.__call__) -> Any:
+            called.append(type(self).__name__)
+            return original(self)
+
+        monkeypatch.setattr(source, "__call__", spy)
+    secret = tmp_path / "token"
+    secret.write_text("from-the-file-0123456789", encoding="utf-8")
+    settings = load_settings(
+        {"MWM_UPSTREAM__URL": "http://app:8000", "MWM_BYPASS__TOKEN_FILE": str(secret)}
+    )
+    assert called == ["EnvironSource", "SecretFileSource"]
+    assert str(settings.upstream.url) == "http://app:8000/"
+    assert settings.bypass.token is not None
+    assert settings.bypass.token.get_secret_value() == "from-the-file-0123456789"
+    assert settings.bypass.token_file == secret
+
+
+def test_each_source_reads_its_own_variables(tmp_path: Path) -> None:
+    reading = EnvironReading(
+        {
+            "MWM_UPSTREAM__URL": "http://app:8000",
+            "MWM_SOURCE__LOCAL__FILE": "/state.yaml",
+            "MWM_MANAGEMENT__ADMIN_TOKEN_FILE": "/secrets/admin",
+            "MWM_PORT_8080_TCP": "tcp://10.0.0.1:8080",
+            "MWM_MANAGEMENT_URL": "http://127.0.0.1:8081",
+            "PATH": "/usr/bin",
+        }
+    )
+    assert reading.problems == []
+    assert EnvironSource(Settings, reading)() == {
+        "upstream": {"url": "http://app:8000"},
+        "source": {"local": {"file": "/state.yaml"}},
+    }
+    assert SecretFileSource(Settings, reading)() == {
+        "management": {"admin_token_file": "/secrets/admin"}
+    }
+
+
+def test_a_mapping_is_read_alone_never_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MWM_UPSTREAM__URL", "http://from-the-process:1")
+    monkeypatch.setenv("MWM_UPSTRAEM__URL", "http://a-typo-elsewhere")
+    settings = load_settings({"MWM_LISTEN__PUBLIC_PORT": "9000"})
+    assert str(settings.upstream.url) == "http://127.0.0.1:8000/"
+    assert settings.listen.public_port == 9000
+
+
+def test_settings_built_directly_read_the_process_environment_just_as_strictly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_mwm_variables(monkeypatch)
+    monkeypatch.setenv("MWM_UPSTREAM__URL", "http://from-the-process:1")
+    assert str(Settings().upstream.url) == "http://from-the-process:1/"
+    monkeypatch.setenv("MWM_UPSTRAEM__URL", "http://app")
+    with pytest.raises(SettingsError, match="did you mean MWM_UPSTREAM__URL"):
+        Settings()
+
+
+def test_overrides_win_over_the_variables_of_their_group() -> None:
+    settings = load_settings(
+        {"MWM_UPSTREAM__URL": "http://app:8000", "MWM_UPSTREAM__POOL_SIZE": "7"},
+        upstream={"pool_size": 5},
+    )
+    assert str(settings.upstream.url) == "http://app:8000/"
+    assert settings.upstream.pool_size == 5
+
+
+def test_the_prefix_stays_upper_case_and_null_stays_a_string() -> None:
+    # pydantic-settings matches names case-insensitively; the prefix is still MWM_ exactly.
+    settings = load_settings({"mwm_upstream__url": "http://app:8000", "MWM_PAGE__CONTACT": "null"})
+    assert str(settings.upstream.url) == "http://127.0.0.1:8000/"
+    assert settings.page.contact == "null"

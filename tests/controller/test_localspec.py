@@ -183,7 +183,6 @@ def test_duplicate_yaml_keys_are_an_error(tmp_path: Path) -> None:
     [
         pytest.param('"2026-12-01T10:00:00"', id="quoted"),
         pytest.param("2026-12-01T10:00:00", id="yaml-timestamp"),
-        pytest.param("2026-12-01", id="date-only"),
     ],
 )
 def test_naive_time_is_an_error(tmp_path: Path, until: str) -> None:
@@ -194,12 +193,61 @@ def test_naive_time_is_an_error(tmp_path: Path, until: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "until", [pytest.param("tomorrow", id="word"), pytest.param("1764583200", id="epoch")]
+    "until",
+    [
+        pytest.param("tomorrow", id="word"),
+        pytest.param("1764583200", id="epoch"),
+        pytest.param("2026-12-01", id="date-only"),
+        pytest.param('"2026-W48-2T10:00Z"', id="iso-week"),
+        pytest.param('"20261201T1000Z"', id="basic"),
+        pytest.param('"2026-12-01 10:00:00Z"', id="space"),
+        pytest.param('"2026-12-01T10:00Z"', id="no-seconds"),
+        pytest.param('"2026-12-01T10:00:00+0100"', id="offset-no-colon"),
+        pytest.param('"2026-02-30T10:00:00Z"', id="no-such-day"),
+    ],
 )
 def test_time_must_be_rfc3339(tmp_path: Path, until: str) -> None:
     path = write(tmp_path, f"spec:\n  maintenance: {{enabled: true, until: {until}}}\n")
     (problem,) = problems_of(path)
-    assert "expected an RFC 3339 time" in problem
+    assert problem.startswith(f"{path}: spec.maintenance.until: ")
+    assert "expected an RFC 3339 time such as 2026-12-01T10:00:00Z" in problem
+    assert "Z or ±HH:MM" in problem
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param('"2026-W48-2T10:00Z"', id="iso-week"),
+        pytest.param('"2026-12-01"', id="date-only"),
+        pytest.param('"2026-12-01T10:00:00"', id="naive"),
+    ],
+)
+def test_window_times_must_be_rfc3339(tmp_path: Path, start: str) -> None:
+    path = write(tmp_path, f"spec:\n  windows: [{{start: {start}, end: '2026-12-02T10:00:00Z'}}]\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: spec.windows[0].start: ")
+    assert "RFC 3339" in problem or "has no time zone" in problem
+
+
+@pytest.mark.parametrize(
+    ("until", "expected"),
+    [
+        pytest.param('"2026-12-01t10:00:00z"', datetime(2026, 12, 1, 10, tzinfo=UTC), id="lower"),
+        pytest.param(
+            '"2026-12-01T10:00:00.25+00:00"',
+            datetime(2026, 12, 1, 10, 0, 0, 250000, tzinfo=UTC),
+            id="fraction",
+        ),
+        pytest.param(
+            '" 2026-12-01T10:00:00Z "', datetime(2026, 12, 1, 10, tzinfo=UTC), id="spaces"
+        ),
+    ],
+)
+def test_rfc3339_forms_are_accepted(tmp_path: Path, until: str, expected: datetime) -> None:
+    path = write(tmp_path, f"spec:\n  maintenance: {{until: {until}}}\n")
+    maintenance = parse_local_file(path).spec.maintenance
+    assert maintenance is not None
+    assert maintenance.until == expected
 
 
 def test_unquoted_timestamp_with_zone_is_accepted(tmp_path: Path) -> None:

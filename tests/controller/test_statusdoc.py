@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from controller.checker import parse_checker
@@ -106,3 +106,70 @@ def test_synced_condition_names_what_is_wrong_with_the_watches() -> None:
         "AccessDenied",
     )
     assert with_watches(synced_=False, errors=[], denied=[]) == ("Unknown", "Syncing")
+
+
+def test_times_are_written_in_utc_with_z_and_whole_seconds() -> None:
+    """Even when the clock, a switch or a window gives an offset or microseconds."""
+    plus_two = timezone(timedelta(hours=2))
+    now = datetime(2026, 11, 23, 14, 0, 0, 987654, tzinfo=plus_two)
+    doc = desired_status(
+        CHECKER,
+        generation=3,
+        problems=[],
+        services={("shop", "api"): state("api", 2), ("shop", "search"): state("search", 0)},
+        shared_switches=[],
+        switch=ManualSwitch(
+            source=CHECKER.switch_source,
+            enabled=True,
+            reason="Upgrading",
+            until=datetime(2026, 11, 23, 15, 30, 0, 500000, tzinfo=plus_two),
+            since=datetime(2026, 11, 23, 13, 0, tzinfo=plus_two),
+        ),
+        watch_errors=[],
+        synced=True,
+        previous={},
+        now=now,
+    )
+    assert doc["maintenance"]["until"] == "2026-11-23T13:30:00Z"
+    assert doc["maintenance"]["since"] == "2026-11-23T11:00:00Z"
+    assert {c["lastTransitionTime"] for c in doc["conditions"]} == {"2026-11-23T12:00:00Z"}
+
+
+def test_the_proxys_status_document_writes_times_the_same_way() -> None:
+    """``/status`` (``proxy.statusdocs``) and the resource's status agree on the format."""
+    import json
+
+    from controller.snapshot import Cause, CauseKind, Maintenance, Snapshot
+    from controller.store import State
+    from proxy.statusdocs import build_status
+
+    plus_two = timezone(timedelta(hours=2))
+    cause = Cause(
+        kind=CauseKind.MANUAL,
+        reason="Upgrading",
+        since=datetime(2026, 11, 23, 13, 0, 0, 123456, tzinfo=plus_two),
+        until=datetime(2026, 11, 23, 15, 30, tzinfo=plus_two),
+    )
+    service = ServiceState(
+        name="api",
+        namespace="shop",
+        critical=True,
+        ready_endpoints=0,
+        total_endpoints=1,
+        reason=ServiceReason.NO_READY_ENDPOINTS,
+        last_transition=datetime(2026, 11, 23, 11, 59, 59, 999999, tzinfo=UTC),
+    )
+    doc = json.loads(
+        build_status(
+            State(
+                snapshot=Snapshot(services=(service,)),
+                maintenance=Maintenance(active=True, causes=(cause,)),
+                generation=1,
+                changed_at=datetime(2026, 11, 23, 14, 0, 0, 5, tzinfo=plus_two),
+            )
+        ).body
+    )
+    assert doc["lastChange"] == "2026-11-23T12:00:00Z"
+    assert doc["maintenance"]["causes"][0]["since"] == "2026-11-23T11:00:00Z"
+    assert doc["maintenance"]["causes"][0]["until"] == "2026-11-23T13:30:00Z"
+    assert doc["services"][0]["lastTransitionTime"] == "2026-11-23T11:59:59Z"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -621,3 +621,10 @@ def test_hidden_service_names_do_not_leak_through_the_reason(fmt: PageFormat) ->
     assert page.status == 503
     assert b"secret-db" not in page.body
     assert b"prod" not in page.body
+
+
+def test_json_page_times_are_utc_with_z_and_whole_seconds() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    until = datetime(2025, 2, 1, 0, 0, 0, 250_000, tzinfo=plus_two)
+    document = problem_of(renderer().maintenance_page(state(window(until=until)), JSON, now=NOW))
+    assert document["until"] == "2025-01-31T22:00:00Z"
