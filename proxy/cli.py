@@ -469,23 +469,75 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def _status_lines(status: dict[str, Any]) -> list[str]:
+    """``mwm status`` for the management API's ``/status`` document: the state (on/off,
+    since, until, reason) and its causes, every service, the next window when the document
+    has one, and the errors.  A line is printed only for a field the document has."""
     lines = []
     m = status["maintenance"]
     lines.append(f"maintenance: {'ON' if m['active'] else 'off'}")
+    lines.extend(_state_lines(m, last_change=status.get("lastChange")))
     if m["active"]:
         for cause in m["causes"]:
             until = f" until {_shown_time(cause['until'])}" if cause.get("until") else ""
             lines.append(f"  - {cause['kind']}: {cause['reason']}{until}")
-    for service in status.get("services", []):
-        flag = "ready" if service["ready"] else "NOT READY"
-        critical = " (critical)" if service["critical"] else ""
-        lines.append(
-            f"  {service['namespace']}/{service['name']}{critical}: {flag} "
-            f"{service['readyEndpoints']}/{service['totalEndpoints']} {service['reason']}"
-        )
+    if status.get("synced") is False:
+        lines.append("  (not synced yet: the services below may be incomplete)")
+    if status.get("draining"):
+        lines.append("  (draining: this process is shutting down)")
+    lines.extend(_service_lines(status.get("services")))
+    lines.extend(_next_window_lines(status.get("nextWindow")))
     for error in status.get("errors", []):
         lines.append(f"  error: {error}")
     return lines
+
+
+def _state_lines(maintenance: dict[str, Any], *, last_change: Any = None) -> list[str]:
+    """``since``, ``until`` and ``reason`` of the state, each when it is set."""
+    lines = []
+    if maintenance.get("since"):
+        lines.append(f"  since: {_shown_time(maintenance['since'])}")
+    elif not maintenance.get("active") and last_change:
+        lines.append(f"  last change: {_shown_time(last_change)}")
+    if maintenance.get("until"):
+        lines.append(f"  until: {_shown_time(maintenance['until'])}")
+    if maintenance.get("active") and maintenance.get("reason"):
+        lines.append(f"  reason: {maintenance['reason']}")
+    return lines
+
+
+def _service_lines(services: Any) -> list[str]:
+    """A heading with the counts, then one line per service:
+    ``namespace/name (critical): ready 1/1 Reason``, ``(stale)`` when its data is stale."""
+    if services is None:
+        return []
+    ready = sum(1 for service in services if service.get("ready"))
+    critical = [service for service in services if service.get("critical")]
+    ready_critical = sum(1 for service in critical if service.get("ready"))
+    lines = [
+        f"services: {ready}/{len(services)} ready, critical {ready_critical}/{len(critical)} ready"
+        if services
+        else "services: none"
+    ]
+    for service in services:
+        flag = "ready" if service.get("ready") else "NOT READY"
+        marks = " (critical)" if service.get("critical") else ""
+        counts = f"{service.get('readyEndpoints', '?')}/{service.get('totalEndpoints', '?')}"
+        stale = " (stale)" if service.get("stale") else ""
+        lines.append(
+            f"  {service['namespace']}/{service['name']}{marks}: {flag} {counts} "
+            f"{service.get('reason', '')}{stale}"
+        )
+    return lines
+
+
+def _next_window_lines(window: Any) -> list[str]:
+    if not isinstance(window, dict):
+        return []
+    reason = f": {window['reason']}" if window.get("reason") else ""
+    return [
+        f"next window: {_shown_time(window.get('start'))} to "
+        f"{_shown_time(window.get('end'))}{reason}"
+    ]
 
 
 def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
@@ -496,23 +548,31 @@ def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:
     if not confirmed:
         print("  (the controller has not confirmed this change yet: is mwm running?)")
     print(f"maintenance: {'ON' if m.get('active') else 'off'}")
+    for line in _state_lines(m):
+        print(line)
+    conditions = status.get("conditions") or []
     if m.get("active") and m.get("reason"):
         until = f" until {_shown_time(m['until'])}" if m.get("until") else ""
         print(f"  - {m['reason']}{until}")
-    for service in status.get("serviceStatuses") or []:
-        flag = "ready" if service.get("ready") else "NOT READY"
-        critical = " (critical)" if service.get("critical") else ""
-        counts = f"{service.get('readyEndpoints', '?')}/{service.get('totalEndpoints', '?')}"
-        print(
-            f"  {service['namespace']}/{service['name']}{critical}: {flag} {counts} "
-            f"{service.get('reason', '')}"
-        )
-    for condition in status.get("conditions") or []:
+        for condition in conditions:
+            if condition.get("type") == "Maintenance" and condition.get("reason"):
+                print(f"  cause: {condition['reason']}")
+    for line in _service_lines(status.get("serviceStatuses") or []):
+        print(line)
+    for line in _next_window_lines(status.get("nextWindow")):
+        print(line)
+    for condition in conditions:
         if condition.get("type") in ("Valid", "Synced") and condition.get("status") != "True":
             print(f"  {condition['type']}: {condition.get('message')}")
 
 
-def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | None = None) -> int:
+def _cluster(
+    args: argparse.Namespace,
+    enabled: bool | None,
+    until: datetime | None = None,
+    *,
+    as_json: bool = False,
+) -> int:
     """``--checker``: switch (or show) a ServiceChecker through the Kubernetes API."""
     from controller.kube import SERVICECHECKERS, KubeApi, KubeError, user_agent
     from controller.switching import switch_checker, wait_for_observed
@@ -526,7 +586,10 @@ def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | N
         ) as api:
             if enabled is None:
                 obj = await api.get(SERVICECHECKERS, args.namespace, args.checker)
-                _print_checker(obj, confirmed=True)
+                if as_json:
+                    print(json.dumps(obj, indent=2))
+                else:
+                    _print_checker(obj, confirmed=True)
                 return
             patched = await switch_checker(
                 api,
@@ -552,7 +615,7 @@ def _cluster(args: argparse.Namespace, enabled: bool | None, until: datetime | N
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.checker:
-        return _cluster(args, None)
+        return _cluster(args, None, as_json=args.json)
     status = _status(args)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -620,7 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     status = client("status", "show whether maintenance is on, why, and every service")
-    status.add_argument("--json", action="store_true", help="print the raw /status document")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print the machine document as is: /status, or the ServiceChecker with --checker",
+    )
     status.set_defaults(func=cmd_status)
     on = client("on", "switch maintenance on (live, every request from now)")
     on.add_argument("--reason", help="shown on the page and in /status")

@@ -124,7 +124,7 @@ class Metrics:
             return Counter(name.removesuffix("_total"), _HELP[name], labels, registry=counters)
 
         self.requests: _Children[str] = _Children(counter("mwm_requests_total", ("outcome",)))
-        """Keyed by outcome: forward, bypass, block, invalid, services."""
+        """Keyed by outcome: forward, bypass, block, invalid, services, status."""
         self.bypasses: _Children[str] = _Children(counter("mwm_bypass_total", ("rule",)))
         self.upstream_errors: _Children[int] = _Children(
             counter("mwm_upstream_errors_total", ("status",))

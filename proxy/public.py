@@ -46,6 +46,8 @@ from proxy.negotiation import negotiate
 from proxy.pages import SERVER, PageRenderer, RenderedPage, http_head, status_phrase
 from proxy.pathnorm import InvalidPath, normalize_path
 from proxy.prebuilt import PrebuiltResponse, fits
+from proxy.publicstatus import METHODS as STATUS_METHODS
+from proxy.publicstatus import PublicStatus
 from proxy.settings import EncodedSlashes, Settings
 from proxy.sharedswitch import SharedSwitch
 from proxy.statusdocs import DocumentCache, JsonDocument
@@ -152,7 +154,11 @@ class PublicHandler:
         self._s = services
         settings = services.settings
         self._services_path = settings.management.public_services_path
+        self._public_status = PublicStatus(settings)
+        self._status_path = self._public_status.path
         self._cookie_prefix = settings.bypass.cookie_path.rstrip("/") + "/"
+        self._cookie_off = (self._cookie_prefix + "off", self._cookie_prefix.rstrip("/") or "/")
+        self._redirect_to = settings.bypass.redirect_to
         self._cookie_name = settings.bypass.cookie_name
         self._bypass_header = settings.bypass.header_name
         self._trusted_hops = settings.forwarded.trusted_hops
@@ -189,6 +195,13 @@ class PublicHandler:
         if path == self._services_path and request.method in ("GET", "HEAD"):
             s.metrics.requests["services"] += 1
             return json_response(request, s.documents.services(s.store.current))
+        if path == self._status_path and request.method in STATUS_METHODS:
+            s.metrics.requests["status"] += 1
+            return self._public_status.respond(request, s.store.current, s.store.clock())
+        if self._cookie_token is not None and path.startswith(self._cookie_off[1]):
+            cleared = self._clear_cookie(request, path)
+            if cleared is not None:
+                return cleared
         if self._cookie_token is not None and path.startswith(self._cookie_prefix):
             issued = self._issue_cookie(request, path)
             if issued is not None:
@@ -239,8 +252,8 @@ class PublicHandler:
 
     def _issue_cookie(self, request: web.BaseRequest, path: str) -> web.Response | None:
         """``GET <cookie_path>/<token>`` sets a signed bypass cookie, like ``artisan down
-        --secret``.  A wrong token falls through to the normal decision, so the URL's
-        existence is not revealed."""
+        --secret``, and redirects to ``redirect_to``.  A wrong token falls through to the
+        normal decision, so the URL's existence is not revealed."""
         presented = path[len(self._cookie_prefix) :].encode()
         signer = self._s.policy.cookie
         if (
@@ -254,19 +267,56 @@ class PublicHandler:
         log.info("bypass cookie issued")
         response = web.Response(
             status=303,
-            headers={hdrs.LOCATION: "/", hdrs.CACHE_CONTROL: "no-store", hdrs.SERVER: SERVER},
+            headers=self._redirect_headers(),
             text="Bypass cookie set\n",
         )
         response.set_cookie(
             self._cookie_name,
             signer.issue(now=time.time()),
             max_age=self._s.settings.bypass.cookie_lifetime_s,
-            path="/",
-            httponly=True,
-            secure=_behind_tls(request, trusted_hops=self._trusted_hops),
-            samesite="Lax",
+            **self._cookie_attributes(request),
         )
         return response
+
+    def _clear_cookie(self, request: web.BaseRequest, path: str) -> web.Response | None:
+        """``GET <cookie_path>/off`` or ``DELETE <cookie_path>`` ends a bypass session: the
+        cookie is overwritten with an empty, already expired one with the same attributes.
+        It needs no token (anyone may drop their own cookie) and answers the same whether
+        or not a cookie was sent."""
+        off_path, delete_path = self._cookie_off
+        if not (
+            (request.method == "GET" and path == off_path)
+            or (request.method == "DELETE" and path == delete_path)
+        ):
+            return None
+        log.info("bypass cookie cleared")
+        response = web.Response(
+            status=303, headers=self._redirect_headers(), text="Bypass cookie cleared\n"
+        )
+        response.set_cookie(
+            self._cookie_name,
+            "",
+            max_age=0,
+            expires="Thu, 01 Jan 1970 00:00:00 GMT",
+            **self._cookie_attributes(request),
+        )
+        return response
+
+    def _redirect_headers(self) -> dict[str, str]:
+        return {
+            hdrs.LOCATION: self._redirect_to,
+            hdrs.CACHE_CONTROL: "no-store",
+            hdrs.SERVER: SERVER,
+        }
+
+    def _cookie_attributes(self, request: web.BaseRequest) -> dict[str, Any]:
+        """The attributes of the bypass cookie, the same when it is issued and cleared."""
+        return {
+            "path": "/",
+            "httponly": True,
+            "secure": _behind_tls(request, trusted_hops=self._trusted_hops),
+            "samesite": "Lax",
+        }
 
 
 def _behind_tls(request: web.BaseRequest, *, trusted_hops: int) -> bool:

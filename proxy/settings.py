@@ -306,7 +306,12 @@ class BypassSettings(SettingsGroup):
     cookie_lifetime_s: int = Field(default=12 * 3600, ge=60)
     """How long a bypass cookie is honoured after it is issued."""
     cookie_path: str = "/_mwm/bypass"
-    """Visiting ``<cookie_path>/<token>`` sets the bypass cookie and redirects to ``/``."""
+    """Visiting ``<cookie_path>/<token>`` sets the bypass cookie and redirects to
+    ``redirect_to``; ``GET <cookie_path>/off`` (or ``DELETE <cookie_path>``) clears it."""
+    redirect_to: str = "/"
+    """Where both bypass URLs redirect: a path on this site (``/``, ``/shop/?preview=1``).
+    Absolute URLs, ``//host`` and backslashes are refused, so the URLs cannot redirect
+    off-site."""
     encoded_slashes: EncodedSlashes = EncodedSlashes.REJECT
     """``reject``: paths with ``%2F`` get 400, because an upstream that decodes it before
     routing could see a different path than the bypass rules checked.  ``keep``: ``%2F`` is
@@ -326,6 +331,17 @@ class BypassSettings(SettingsGroup):
                 bad.append(f"{prefix!r} is not a usable path: {exc}")
         if bad:  # every bad entry at once
             raise ValueError("path_prefixes: " + "; ".join(bad))
+        return value
+
+    @field_validator("redirect_to")
+    @classmethod
+    def _same_site_target(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//"):
+            raise ValueError(f"{value!r} must be a path on this site starting with a single '/'")
+        if "\\" in value or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError(
+                f"{value!r} must not contain backslashes, spaces or control characters"
+            )
         return value
 
     @model_validator(mode="after")
@@ -370,6 +386,45 @@ class ManagementSettings(SettingsGroup):
             self.admin_token, self.admin_token_file, "management", "admin_token"
         )
         return self
+
+
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+"""A browser's ``Origin``: scheme, host and optional port, nothing else."""
+
+
+class StatusSettings(SettingsGroup):
+    """``GET <prefix>status`` on the public listener: a public-safe JSON summary for
+    frontends (a banner, a status widget), answered whether maintenance is on or not."""
+
+    prefix: Annotated[str | None, BeforeValidator(empty_is_none)] = "/_mwm/"
+    """Path prefix of the public status document (``<prefix>status``); empty disables it."""
+    cors_origins: StrList = Field(default_factory=list)
+    """Origins (``https://shop.example``) allowed to read the status document from a
+    browser, or ``*`` for any; empty: no CORS headers."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _usable_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or not value.endswith("/"):
+            raise ValueError("must start and end with '/' (like /_mwm/)")
+        try:
+            if normalize_path(value + "status") != value + "status":
+                raise InvalidPath("not in normal form")
+        except InvalidPath as exc:
+            raise ValueError(f"{value!r} is not a usable path: {exc}") from exc
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [repr(o) for o in value if o != "*" and not _ORIGIN.fullmatch(o)]
+        if bad:
+            raise ValueError(
+                f"not an origin: {', '.join(bad)} (write scheme://host[:port], no path, or *)"
+            )
+        return value
 
 
 class ShutdownSettings(SettingsGroup):
@@ -427,6 +482,7 @@ class Settings(BaseSettings):
     bypass: BypassSettings = Field(default_factory=BypassSettings)
     page: PageSettings = Field(default_factory=PageSettings)
     management: ManagementSettings = Field(default_factory=ManagementSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)

@@ -36,7 +36,8 @@ class JsonDocument:
         return self.etag in candidates
 
 
-def _document(payload: Any) -> JsonDocument:
+def json_document(payload: Any) -> JsonDocument:
+    """``payload`` as compact JSON with a strong ``ETag`` derived from the body."""
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
     return JsonDocument(body=body, etag=f'"{digest}"')
@@ -68,7 +69,7 @@ def _cause(cause: Cause) -> dict[str, Any]:
 
 
 def build_services(state: State) -> JsonDocument:
-    return _document(
+    return json_document(
         [
             {"name": s.name, "namespace": s.namespace, "ready": s.ready, "critical": s.critical}
             for s in state.snapshot.services
@@ -78,7 +79,7 @@ def build_services(state: State) -> JsonDocument:
 
 def build_status(state: State, *, draining: bool = False) -> JsonDocument:
     maintenance = state.maintenance
-    return _document(
+    return json_document(
         {
             "maintenance": {
                 "active": maintenance.active,

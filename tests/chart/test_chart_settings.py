@@ -66,6 +66,7 @@ NON_DEFAULT: JsonObject = {
         "cookie_name": "shop_bypass",
         "cookie_lifetime_s": 3600,
         "cookie_path": "/_shop/bypass",
+        "redirect_to": "/shop/",
         "encoded_slashes": "keep",
     },
     "page": {
@@ -78,6 +79,10 @@ NON_DEFAULT: JsonObject = {
         "show_services": False,
     },
     "management": {"readiness_drain": True, "public_services_path": ""},
+    "status": {
+        "prefix": "/.well-known/shop/",
+        "cors_origins": ["https://shop.example", "https://www.shop.example"],
+    },
     "shutdown": {"prestop_delay_s": 3, "drain_timeout_s": 20.5},
     "log": {"level": "DEBUG", "format": "json", "access_log": True},
     "source": {
