@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -153,31 +153,17 @@ class StatusWriter:
                 worker.task.cancel()
             self._workers.clear()
 
-    async def _unless_stopping(self, awaitable: Any) -> bool:
+    async def _unless_stopping(self, awaitable: Awaitable[Any]) -> bool:
         """Await ``awaitable`` unless :meth:`stop` comes first; False if it did."""
-        waiters = {
-            asyncio.ensure_future(awaitable),
-            asyncio.ensure_future(self._stopping.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await _first_of(awaitable, self._stopping.wait())
         return not self._stopping.is_set()
 
     async def _wait_for_change(self, generation: int, revision: int) -> None:
         if self.store.current.generation > generation or self.source.revision > revision:
             return
-        waiters = {
-            asyncio.ensure_future(self.store.wait_for_change(generation)),
-            asyncio.ensure_future(self.source.wait_for_revision(revision)),
-        }
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await _first_of(
+            self.store.wait_for_change(generation), self.source.wait_for_revision(revision)
+        )
 
     def _dispatch(self, workers: asyncio.TaskGroup) -> None:
         """Wake the worker of every honoured resource (starting it if needed); stop those of
@@ -357,6 +343,16 @@ class StatusWriter:
             )
         except KubeError as exc:  # an Event is informational: never block status on it
             log.warning("cannot record an Event on ServiceChecker %s/%s: %s", namespace, name, exc)
+
+
+async def _first_of(*awaitables: Awaitable[Any]) -> None:
+    """Return once any of ``awaitables`` is done; the others are cancelled."""
+    waiters = {asyncio.ensure_future(awaitable) for awaitable in awaitables}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _events(before: JsonObject, after: JsonObject) -> list[tuple[str, str, str]]:

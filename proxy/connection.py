@@ -302,7 +302,7 @@ class HardenedConnection(HandlerInternals):
         self._ended, self._idle = True, False  # nothing after a refused head is read
         log.debug("request head refused", extra={"status": status, "client": request.remote})
         if self._metrics is not None:
-            self._metrics.rejected[status] += 1
+            self._metrics.rejected.inc(status)
         response = self._refuse(request, status, reason)
         response.force_close()  # the parser stopped mid-head: nothing after it can be read
         return response
@@ -451,7 +451,7 @@ class HardenedConnection(HandlerInternals):
         if self.aiohttp_request_in_progress:
             return
         if self._metrics is not None:
-            self._metrics.header_timeouts += 1
+            self._metrics.header_timeouts.inc()
         log.debug("request head not complete in time: closing the connection")
         self.force_close()
 

@@ -2,9 +2,8 @@
 
 The counters are ``prometheus_client`` counters with their labelled children bound once
 per label value (the first time it is counted: a series appears once it has happened, as
-before) and kept in a dict, so the hot path is a dict lookup and ``inc()``.  The call sites
-keep the old spelling, ``metrics.requests["forward"] += 1``: :class:`_Children` turns it
-into ``child.inc(1)``.
+before) and kept in a dict, so the hot path is a dict lookup and ``inc()``:
+``metrics.requests.inc("forward")``.
 
 With ``MWM_LISTEN__WORKERS>1`` (:mod:`proxy.workers`) the parent gives every worker the
 same fresh ``PROMETHEUS_MULTIPROC_DIR`` inside its own temporary directory (``/tmp``, the
@@ -74,11 +73,8 @@ K = TypeVar("K")
 
 
 class _Children(Generic[K]):
-    """A labelled counter's children by label value, bound on first use.
-
-    ``children[key] += 1`` reads 0 and stores 1, which increments the child by 1: the
-    old ``collections.Counter`` spelling, without a label lookup per request.  Reading
-    gives 0 on purpose: the value is on the counter (read it from the exposition)."""
+    """A labelled counter's children by label value, bound on first use (no label lookup
+    per request)."""
 
     __slots__ = ("_bind", "_children")
 
@@ -86,21 +82,11 @@ class _Children(Generic[K]):
         self._bind = counter.labels
         self._children: dict[K, Counter] = {}
 
-    def child(self, key: K) -> Counter:
-        """The bound child for ``key``, to call ``inc()`` on directly."""
+    def inc(self, key: K) -> None:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._bind(f"{key}")
-        return child
-
-    def __getitem__(self, key: K) -> int:
-        return 0
-
-    def __setitem__(self, key: K, amount: int) -> None:
-        child = self._children.get(key)
-        if child is None:
-            child = self.child(key)
-        child.inc(amount)
+        child.inc()
 
 
 def multiprocess_dir() -> Path | None:
@@ -133,8 +119,8 @@ class Metrics:
             counter("mwm_requests_rejected_total", ("status",))
         )
         """Keyed by status: 408, 413, 414, 431."""
-        self._header_timeouts = counter("mwm_header_timeouts_total")
-        self._cookies_issued = counter("mwm_bypass_cookies_issued_total")
+        self.header_timeouts = counter("mwm_header_timeouts_total")
+        self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
         self._state: State | None = None
         if shared is not None:
             own.register(_SharedCounters(shared))
@@ -143,23 +129,6 @@ class Metrics:
             ProcessCollector(registry=own)
         own.register(_StateCollector(lambda: self._state))
         self.registry = own
-
-    # ``metrics.header_timeouts += 1`` reads 0 and stores 1: an increment by 1.
-    @property
-    def header_timeouts(self) -> int:
-        return 0
-
-    @header_timeouts.setter
-    def header_timeouts(self, amount: int) -> None:
-        self._header_timeouts.inc(amount)
-
-    @property
-    def cookies_issued(self) -> int:
-        return 0
-
-    @cookies_issued.setter
-    def cookies_issued(self, amount: int) -> None:
-        self._cookies_issued.inc(amount)
 
     def render(self, state: State) -> str:
         return self.exposition(state).decode()

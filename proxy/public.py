@@ -171,7 +171,7 @@ class PublicHandler:
             request.version, request.headers, method=request.method, target=request.raw_path
         )
         if refused is not None:
-            self._s.metrics.requests["invalid"] += 1
+            self._s.metrics.requests.inc("invalid")
             return refusal_response(refused, request)
         return await self._answer(request)
 
@@ -185,7 +185,7 @@ class PublicHandler:
                 keep_encoded_slashes=self._keep_encoded_slashes,
             )
         except InvalidPath:
-            s.metrics.requests["invalid"] += 1
+            s.metrics.requests.inc("invalid")
             return web.Response(
                 status=400,
                 text="Bad Request: invalid request path\n",
@@ -193,10 +193,10 @@ class PublicHandler:
             )
 
         if path == self._services_path and request.method in ("GET", "HEAD"):
-            s.metrics.requests["services"] += 1
+            s.metrics.requests.inc("services")
             return json_response(request, s.documents.services(s.store.current))
         if path == self._status_path and request.method in STATUS_METHODS:
-            s.metrics.requests["status"] += 1
+            s.metrics.requests.inc("status")
             return self._public_status.respond(request, s.store.current, s.store.clock())
         if self._cookie_token is not None and path.startswith(self._cookie_off[1]):
             cleared = self._clear_cookie(request, path)
@@ -209,12 +209,12 @@ class PublicHandler:
 
         state = s.store.current
         if not state.maintenance.active:
-            s.metrics.requests["forward"] += 1
+            s.metrics.requests.inc("forward")
             return await s.forwarder.forward(request, path=path)
 
         decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
         if isinstance(decision, Block):
-            s.metrics.requests["block"] += 1
+            s.metrics.requests.inc("block")
             fmt = negotiate(request.headers.get(hdrs.ACCEPT))
             now = s.store.clock()
             page = s.renderer.maintenance_page(state, fmt, now=now)
@@ -223,11 +223,11 @@ class PublicHandler:
                 return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)
             return page_response(page)
         if isinstance(decision, Bypass):
-            s.metrics.requests["bypass"] += 1
-            s.metrics.bypasses[decision.rule] += 1
+            s.metrics.requests.inc("bypass")
+            s.metrics.bypasses.inc(decision.rule)
             log.info("maintenance bypass", extra={"rule": str(decision.rule), "path": path})
             return await s.forwarder.forward(request, path=path, private=True)
-        s.metrics.requests["forward"] += 1
+        s.metrics.requests.inc("forward")
         return await s.forwarder.forward(request, path=path)
 
     def _view(self, request: web.BaseRequest, path: str) -> RequestView:
@@ -263,7 +263,7 @@ class PublicHandler:
             or not hmac.compare_digest(presented, self._cookie_token)
         ):
             return None
-        self._s.metrics.cookies_issued += 1
+        self._s.metrics.cookies_issued.inc()
         log.info("bypass cookie issued")
         response = web.Response(
             status=303,

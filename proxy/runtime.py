@@ -120,9 +120,9 @@ class Runtime:
             assert self.services is not None
             metrics = self.services.metrics
             if status >= 500:
-                metrics.upstream_errors[status] += 1
+                metrics.upstream_errors.inc(status)
             else:  # 408, 413: the request was refused, the upstream did nothing wrong
-                metrics.rejected[status] += 1
+                metrics.rejected.inc(status)
             return error_response(self.renderer, request, status, reason)
 
         forwarder = Forwarder(

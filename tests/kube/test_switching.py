@@ -114,10 +114,14 @@ async def test_failing_reads_back_off_too_and_a_watchless_api_is_polled(
     stored = _switched_on(fake_kube)
     generation = stored["metadata"]["generation"]
     fake_kube.fail_next("GET", CHECKERS_PATH, status=403, times=None, when=lambda r: r.is_watch)
-    fake_kube.fail_next("GET", CHECKERS_PATH, status=503, times=3, when=lambda r: not r.is_watch)
+    failing_reads = fake_kube.fail_next(
+        "GET", CHECKERS_PATH, status=503, times=3, when=lambda r: not r.is_watch
+    )
 
     async def controller_catches_up() -> None:
-        await asyncio.sleep(0.8)
+        # Once every failing read was answered, and another refused watch after it.
+        await fake_kube.wait_until(lambda: failing_reads.exhausted, timeout_s=10)
+        await fake_kube.wait_for_request(lambda r: r.is_watch, since=len(fake_kube.requests))
         fake_kube.update_status({**stored, "status": {"observedGeneration": generation}})
 
     catch_up = asyncio.create_task(controller_catches_up())
