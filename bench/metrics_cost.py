@@ -12,8 +12,9 @@ an empty loop taken off):
   ``PROMETHEUS_MULTIPROC_DIR`` set, as the workers are (the variable is read on import).
 
 For each: the call sites' spelling (``metrics.requests.inc("forward")``, a labelled child
-bound once) and an unlabelled counter's ``inc()``; then the cost per request (one increment on the forwarded and 503
-paths, two on a bypass) and the ratios new/old, and what one scrape of ``/metrics`` costs.
+bound once) and an unlabelled counter's ``inc()``; then the cost per request (one
+increment on the forwarded and 503 paths, two on a bypass) and the ratios new/old, and
+what one scrape of ``/metrics`` costs.
 
     python -m bench.metrics_cost [--loops 100000] [--repeat 15]
 """
