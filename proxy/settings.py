@@ -352,6 +352,18 @@ class BypassSettings(SettingsGroup):
         )
         if not self.cookie_path.startswith("/"):
             raise ValueError("cookie_path: must start with '/'")
+        if self.cookie_path.strip("/") == "":
+            # <cookie_path>/off and DELETE <cookie_path> would be taken from the app: its
+            # "/off" page and every DELETE of "/" would end bypass sessions instead.
+            raise ValueError(
+                "cookie_path: '/' would take the app's /off and DELETE / for ending bypass "
+                "sessions; use a path of its own such as /_mwm/bypass"
+            )
+        if self.token is not None and self.token.get_secret_value() == "off":
+            raise ValueError(
+                "token: 'off' is taken: <cookie_path>/off ends a bypass session, so that bypass "
+                "URL could never set the cookie; choose another token"
+            )
         return self
 
 

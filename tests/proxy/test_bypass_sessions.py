@@ -137,3 +137,24 @@ def test_an_off_site_redirect_target_is_refused_at_load(target: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings({"MWM_UPSTREAM__URL": "http://app:8080", "MWM_BYPASS__REDIRECT_TO": target})
     assert any(p.startswith("MWM_BYPASS__REDIRECT_TO: ") for p in raised.value.problems)
+
+
+@pytest.mark.parametrize("path", ["/", "//"])
+def test_a_cookie_path_of_the_root_is_refused_at_load(path: str) -> None:
+    # <path>/off and DELETE <path> would take the app's /off and DELETE / away from it.
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"MWM_UPSTREAM__URL": "http://app:8080", "MWM_BYPASS__COOKIE_PATH": path})
+    assert any(
+        p.startswith("MWM_BYPASS__COOKIE_PATH: ") and "/_mwm/bypass" in p
+        for p in raised.value.problems
+    ), raised.value.problems
+
+
+def test_a_bypass_token_of_off_is_refused_at_load() -> None:
+    # <cookie_path>/off ends a session: the bypass URL of the token "off" could never work.
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"MWM_UPSTREAM__URL": "http://app:8080", "MWM_BYPASS__TOKEN": "off"})
+    assert any(
+        p.startswith("MWM_BYPASS__TOKEN: ") and "choose another token" in p
+        for p in raised.value.problems
+    ), raised.value.problems
