@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.timefmt import rfc3339
 from proxy.settings import SettingsError, load_settings
-from tests.conftest import BYPASS_TOKEN, ProxyFactory, RunningProxy, echo_app
+from tests.conftest import BYPASS_TOKEN, ProxyFactory, RunningProxy
 from tests.mwmprocess import run_cli
 
 HEADER = "X-Maintenance-Announced"
@@ -30,8 +31,23 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
-    """The suite's echoing upstream (``start_proxy`` needs it; tests/proxy has another)."""
-    server = TestServer(echo_app(), host="127.0.0.1")
+    """An app answering ``{"path": ...}``; ``/own-header`` also sends the announce header
+    itself, and ``/large`` is a body too large to be relayed whole (it is streamed)."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        path = request.raw_path
+        if path == "/large":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b'{"path": "/large", "padding": "' + b"x" * 100_000 + b'"}')
+            await response.write_eof()
+            return response
+        own = {HEADER: "from the app"} if path == "/own-header" else {}
+        return web.json_response({"path": path}, headers=own)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield server
     await server.close()
@@ -123,6 +139,10 @@ async def test_an_announced_window_is_in_every_status_document_and_forwarded_res
         "mwm_next_window_announced": [1.0],
     }
     assert await forwarded_header(proxy) == rfc3339(start)
+    assert await forwarded_header(proxy, "/large") == rfc3339(start)  # streamed
+    assert await forwarded_header(proxy, "/own-header") == rfc3339(start)  # ours wins
+    async with proxy.session.get(f"{proxy.public_url}/own-header") as response:
+        assert response.headers.getall(HEADER) == [rfc3339(start)]
 
     # During maintenance: bypassed (forwarded) responses carry it, the page does not.
     await proxy.switch(enabled=True, reason="Emergency")
