@@ -546,7 +546,7 @@ class KubernetesSource:
     def _rebuild(self) -> None:
         services = self.build_services()
         windows = tuple(
-            Window(start=w.start, end=w.end, reason=w.reason)
+            Window(start=w.start, end=w.end, reason=w.reason, announce_seconds=w.announce_seconds)
             for checker in sorted(self.checkers.values(), key=lambda c: c.key)
             for w in checker.windows
         )

@@ -273,7 +273,9 @@ class LocalSource:
             windows: tuple[Window, ...] = ()
         else:
             services = merge_services(self._service_state(s) for s in spec.spec.services)
-            windows = tuple(Window(w.start, w.end, w.reason) for w in spec.spec.windows)
+            windows = tuple(
+                Window(w.start, w.end, w.reason, w.announce_seconds) for w in spec.spec.windows
+            )
             switch = self._file_switch(spec.spec.maintenance or MaintenanceSpec())
         # Synced once every probed service has a first result; a service added later does
         # not un-sync (readiness probes would flap the whole proxy on every edit).

@@ -42,6 +42,8 @@ KIND = "ServiceChecker"
 DEFAULT_NAMESPACE = "default"
 MAX_SERVICES = 100
 MAX_WINDOWS = 100
+MAX_ANNOUNCE_SECONDS = 30 * 24 * 3600
+"""A window's ``announceSeconds`` is at most 30 days (the CRD's maximum too)."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -90,7 +92,24 @@ def dns_label(value: str, what: str) -> str:
     return value
 
 
+def _announce_seconds(value: object) -> object:
+    """Whole seconds in ``[0, MAX_ANNOUNCE_SECONDS]``; ``"3600"``, ``1.5`` or ``true`` are
+    errors (the CRD's integer type refuses them too), not quietly converted."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (0 <= value <= MAX_ANNOUNCE_SECONDS)
+    ):
+        raise PydanticCustomError(
+            "announce_seconds",
+            "expected whole seconds from 0 to {max} (30 days), got {value}",
+            {"max": MAX_ANNOUNCE_SECONDS, "value": repr(value)},
+        )
+    return value
+
+
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+AnnounceSeconds = Annotated[int, BeforeValidator(_announce_seconds)]
 ServiceName = Annotated[str, AfterValidator(lambda value: dns_label(value, "name"))]
 Namespace = Annotated[str, AfterValidator(lambda value: dns_label(value, "namespace"))]
 NamespaceOrEmpty = Annotated[
@@ -203,6 +222,8 @@ class WindowSpec(SpecModel):
     start: Rfc3339
     end: Rfc3339
     reason: str | None = None
+    announce_seconds: AnnounceSeconds | None = None
+    """How long before ``start`` the window is announced; None or 0: never."""
 
     @model_validator(mode="after")
     def _end_after_start(self) -> WindowSpec:

@@ -8,9 +8,10 @@ half an update.
 
 Whether maintenance is on depends on the clock as well as on the snapshot
 (``until`` ends a manual switch, windows open and close).  :meth:`Snapshot.evaluate`
-is the one place that turns (snapshot, now) into a :class:`Maintenance` verdict, and
-:meth:`Snapshot.next_change_after` tells the store when that verdict may next flip so
-it can re-evaluate exactly then instead of per request.
+is the one place that turns (snapshot, now) into a :class:`Maintenance` verdict,
+:func:`upcoming` says which window opens next and whether it is being announced, and
+:meth:`Snapshot.next_change_after` tells the store when either may next change so it
+can re-evaluate exactly then instead of per request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class ServiceReason(enum.StrEnum):
@@ -83,14 +84,50 @@ class ManualSwitch:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A scheduled maintenance window, open on ``[start, end)``."""
+    """A scheduled maintenance window, open on ``[start, end)``, announced on
+    ``[start - announce_seconds, start)``."""
 
     start: datetime
     end: datetime
     reason: str | None = None
+    announce_seconds: int | None = None
+    """How long before ``start`` the window is announced; None or 0: never."""
 
     def open_at(self, now: datetime) -> bool:
         return self.start <= now < self.end
+
+    @property
+    def announce_from(self) -> datetime | None:
+        """When the announcement starts, or None when the window is never announced."""
+        if not self.announce_seconds:
+            return None
+        return self.start - timedelta(seconds=self.announce_seconds)
+
+    def announced_at(self, now: datetime) -> bool:
+        """True during the announcement: ``start - announce_seconds <= now < start``."""
+        announce_from = self.announce_from
+        return announce_from is not None and announce_from <= now < self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Upcoming:
+    """The next scheduled window (not yet open) and whether it is being announced."""
+
+    window: Window
+    announced: bool
+
+
+def upcoming(windows: Iterable[Window], now: datetime) -> Upcoming | None:
+    """The window that opens next after ``now`` (an open one is not "next"; of two with the
+    same start, the one that ends first), and whether it is announced at ``now``.
+
+    Only the next window is reported: a later window with a longer announcement is
+    announced once it is the next one."""
+    ahead = [w for w in windows if w.start > now]
+    if not ahead:
+        return None
+    window = min(ahead, key=lambda w: (w.start, w.end))
+    return Upcoming(window=window, announced=window.announced_at(now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +232,15 @@ class Snapshot:
         return Maintenance(active=True, causes=tuple(causes))
 
     def next_change_after(self, now: datetime) -> datetime | None:
-        """The earliest instant after ``now`` at which :meth:`evaluate` may change."""
+        """The earliest instant after ``now`` at which :meth:`evaluate` or :func:`upcoming`
+        may change: a switch's ``until``, a window's start, end or announcement start."""
         instants: list[datetime] = []
         for switch in self.switches:
             if switch.enabled and switch.until is not None and switch.until > now:
                 instants.append(switch.until)
         for window in self.windows:
-            instants.extend(t for t in (window.start, window.end) if t > now)
+            edges = (window.announce_from, window.start, window.end)
+            instants.extend(t for t in edges if t is not None and t > now)
         return min(instants) if instants else None
 
     def service(self, namespace: str, name: str) -> ServiceState | None:

@@ -4,7 +4,8 @@ Sources publish whole snapshots; the store stamps a version, evaluates the
 maintenance verdict once, and wakes whoever waits for a change (the page cache,
 the status writer, long-polling tests).  The verdict is also recomputed exactly at
 the instants where time alone changes it (``until`` passing, a window opening or
-closing), so the per-request path only reads a precomputed :class:`State`.
+closing, an announcement starting), so the per-request path only reads a precomputed
+:class:`State`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.snapshot import OFF, Maintenance, ManualSwitch, Snapshot
+from controller.snapshot import OFF, Maintenance, ManualSwitch, Snapshot, Upcoming, upcoming
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class State:
     """Increases on every publish and on every time-driven verdict change."""
     changed_at: datetime
     """When ``maintenance.active`` last flipped (or the store started)."""
+    upcoming: Upcoming | None = None
+    """The next scheduled window and whether it is announced, as of this generation (an
+    announcement starting is a new generation, so documents built once per generation
+    are never stale)."""
 
 
 class SnapshotStore:
@@ -51,6 +56,7 @@ class SnapshotStore:
             maintenance=snapshot.evaluate(now) if initial else OFF,
             generation=0,
             changed_at=now,
+            upcoming=upcoming(snapshot.windows, now),
         )
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[State], None]] = []
@@ -87,10 +93,14 @@ class SnapshotStore:
         return self.update(change)
 
     def refresh(self) -> State:
-        """Re-evaluate the current snapshot at the clock's now; a no-op if nothing changed."""
+        """Re-evaluate the current snapshot at the clock's now; a no-op if nothing changed
+        (neither the verdict nor the next window or its announcement)."""
         now = self._clock()
-        maintenance = self._state.snapshot.evaluate(now)
-        if maintenance == self._state.maintenance:
+        snapshot = self._state.snapshot
+        maintenance = snapshot.evaluate(now)
+        if maintenance == self._state.maintenance and self._state.upcoming == upcoming(
+            snapshot.windows, now
+        ):
             return self._state
         return self._swap(self._state.snapshot, now=now, maintenance=maintenance)
 
@@ -131,6 +141,7 @@ class SnapshotStore:
             maintenance=verdict,
             generation=previous.generation + 1,
             changed_at=changed_at,
+            upcoming=upcoming(snapshot.windows, now),
         )
         if verdict.active != previous.maintenance.active:
             log.info(

@@ -531,13 +531,23 @@ def _service_lines(services: Any) -> list[str]:
 
 
 def _next_window_lines(window: Any) -> list[str]:
+    """``next window: <start> to <end>: <reason>``, then whether it is announced: ``ANNOUNCED
+    since <announceFrom>`` while it is, ``announced from <announceFrom>`` before (nothing for
+    a window never announced, or a document without the fields)."""
     if not isinstance(window, dict):
         return []
     reason = f": {window['reason']}" if window.get("reason") else ""
-    return [
+    lines = [
         f"next window: {_shown_time(window.get('start'))} to "
         f"{_shown_time(window.get('end'))}{reason}"
     ]
+    announce_from = window.get("announceFrom")
+    if window.get("announced"):
+        since = f" since {_shown_time(announce_from)}" if announce_from else ""
+        lines.append(f"  ANNOUNCED{since}")
+    elif announce_from:
+        lines.append(f"  announced from {_shown_time(announce_from)}")
+    return lines
 
 
 def _print_checker(obj: dict[str, Any], *, confirmed: bool) -> None:

@@ -279,7 +279,12 @@ class Forwarder:
             self._session = None
 
     async def forward(
-        self, request: web.BaseRequest, *, path: str, private: bool = False
+        self,
+        request: web.BaseRequest,
+        *,
+        path: str,
+        private: bool = False,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> web.StreamResponse:
         """Send ``request`` to the upstream at ``path`` and relay the answer.
 
@@ -287,6 +292,8 @@ class Forwarder:
         caller; it is sent as is (after the upstream's base path), with the request's raw
         query string.  ``private`` marks a request let through by a maintenance bypass:
         its response is made uncacheable by shared caches (see :func:`_make_private`).
+        ``extra_headers`` are added to the relayed response (replacing the upstream's of
+        the same names; see :mod:`proxy.announce`), not to error pages or websockets.
         """
         session = self._session
         assert session is not None, "Forwarder.start() was not awaited"
@@ -344,7 +351,9 @@ class Forwarder:
             except aiohttp.ClientError as exc:
                 return self._failed(request, exc)
             try:
-                return await self._relay_response(request, upstream, private=private)
+                return await self._relay_response(
+                    request, upstream, private=private, extra_headers=extra_headers
+                )
             finally:
                 upstream.release()
         finally:
@@ -470,12 +479,19 @@ class Forwarder:
         return headers
 
     async def _relay_response(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, *, private: bool
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        *,
+        private: bool,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> web.StreamResponse:
         headers = strip_hop_by_hop(upstream.headers.items())
         if "Server" not in upstream.headers:
             # Like nginx: never let aiohttp announce its own and Python's versions.
             headers.append(("Server", SERVER))
+        if extra_headers:
+            headers = _with_headers(headers, extra_headers)
         length = upstream.content_length
         if (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or _has_no_body(
             request.method, upstream.status
@@ -979,6 +995,15 @@ def _prebuilt(
     if not framed and body:
         return None
     return PrebuiltResponse(status=status, head=head, body=body, dated="Date" in upstream.headers)
+
+
+def _with_headers(
+    headers: list[tuple[str, str]], extra: tuple[tuple[str, str], ...]
+) -> list[tuple[str, str]]:
+    """``headers`` without any of ``extra``'s names, then ``extra``: the proxy's value wins
+    over an upstream header of the same name."""
+    names = {name.lower() for name, _ in extra}
+    return [(n, v) for n, v in headers if n.lower() not in names] + list(extra)
 
 
 def _drop_cookie(headers: CIMultiDict[str], name: str) -> None:

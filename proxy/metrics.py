@@ -20,8 +20,11 @@ still reaches one worker.  The price is on the hot path: a lock and a write into
 mapped file, about 1 µs per increment against 0.1-0.2 µs for the plain integers this
 replaced (``python -m bench.metrics_cost``), next to 34-92 µs of CPU per request.
 
-The state gauges (maintenance, services, generation) are read from the answering
-worker's state at scrape time, as before: every worker reads the same source.  The
+The state gauges (maintenance, services, generation, next window) are read from the
+answering worker's state at scrape time, as before: every worker reads the same source.
+``mwm_next_window_start_timestamp_seconds`` is there only while a window is ahead (a
+collector yields it or not; a plain gauge could not disappear, and a placeholder value
+would read as a date); ``mwm_next_window_announced`` is always there, 0 or 1.  The
 process metrics (``process_*``) are the answering process's own with one worker, and
 every live worker's, labelled ``worker="<index>"``, with several.
 """
@@ -67,6 +70,10 @@ _HELP = {
     "mwm_maintenance_active": "1 while maintenance is on.",
     "mwm_service_ready": "1 while the service has enough ready endpoints.",
     "mwm_snapshot_generation": "Generation of the current state; rises on change.",
+    "mwm_next_window_start_timestamp_seconds": (
+        "Start of the next scheduled window (unix seconds); absent when none is ahead."
+    ),
+    "mwm_next_window_announced": "1 while the next scheduled window is being announced.",
 }
 
 K = TypeVar("K")
@@ -191,6 +198,19 @@ class _StateCollector(Collector):
         generation = GaugeMetricFamily("mwm_snapshot_generation", _HELP["mwm_snapshot_generation"])
         generation.add_metric([], state.generation)
         yield generation
+        upcoming = state.upcoming
+        start = GaugeMetricFamily(
+            "mwm_next_window_start_timestamp_seconds",
+            _HELP["mwm_next_window_start_timestamp_seconds"],
+        )
+        if upcoming is not None:
+            start.add_metric([], upcoming.window.start.timestamp())
+        yield start
+        announced = GaugeMetricFamily(
+            "mwm_next_window_announced", _HELP["mwm_next_window_announced"]
+        )
+        announced.add_metric([], int(upcoming is not None and upcoming.announced))
+        yield announced
 
 
 WORKER_PID_PREFIX = "worker-"

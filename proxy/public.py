@@ -33,6 +33,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller.store import SnapshotStore
 from proxy.aiohttp_compat import replace_message
+from proxy.announce import NONE as NO_HEADERS
+from proxy.announce import AnnounceHeader
 from proxy.bypass import BypassPolicy
 from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
 from proxy.connection import HardenedServer
@@ -165,6 +167,8 @@ class PublicHandler:
         self._keep_encoded_slashes = settings.bypass.encoded_slashes is EncodedSlashes.KEEP
         token = settings.bypass.token
         self._cookie_token = token.get_secret_value().encode() if token else None
+        header = settings.status.announce_header
+        self._announce = AnnounceHeader(header) if header is not None else None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         refused = refusal(
@@ -208,9 +212,11 @@ class PublicHandler:
                 return issued
 
         state = s.store.current
+        # MWM_STATUS__ANNOUNCE_HEADER: off, one attribute check; on, one per generation.
+        announce = NO_HEADERS if self._announce is None else self._announce.headers(state)
         if not state.maintenance.active:
             s.metrics.requests.inc("forward")
-            return await s.forwarder.forward(request, path=path)
+            return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
         decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
         if isinstance(decision, Block):
@@ -226,9 +232,11 @@ class PublicHandler:
             s.metrics.requests.inc("bypass")
             s.metrics.bypasses.inc(decision.rule)
             log.info("maintenance bypass", extra={"rule": str(decision.rule), "path": path})
-            return await s.forwarder.forward(request, path=path, private=True)
+            return await s.forwarder.forward(
+                request, path=path, private=True, extra_headers=announce
+            )
         s.metrics.requests.inc("forward")
-        return await s.forwarder.forward(request, path=path)
+        return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
     def _view(self, request: web.BaseRequest, path: str) -> RequestView:
         headers = request.headers

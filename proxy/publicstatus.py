@@ -7,13 +7,16 @@ bypassed or not, and shows nothing the maintenance page or ``/services`` would n
 - ``active``, ``reason`` (the page's reason text), ``since``, ``until``: as on the page;
 - ``retryAfter``: the page's ``Retry-After`` in seconds while maintenance is on and its end
   is unknown; ``null`` otherwise (when ``until`` is known the page sends that date instead);
-- ``nextWindow``: the next scheduled window not yet open, ``{start, end, reason}``, or null;
+- ``nextWindow``: the next scheduled window not yet open, ``{start, end, reason, announced,
+  announceFrom}``, or null: ``announced`` is true from ``announceFrom`` (its start minus its
+  ``announceSeconds``; null when it has none) until it opens;
 - ``services`` (only with ``MWM_PAGE__SHOW_SERVICES``): ``[{name, ready}]``, every service
   when ``/services`` is public anyway, otherwise only the affected ones the page names.
   Never namespaces, endpoint counts, errors or probe details.
 
-The document is built once per state generation (a window opening or closing is a new
-generation, so ``nextWindow`` is never stale) and carries a strong ``ETag``;
+The document is built once per state generation (a window opening or closing and an
+announcement starting are new generations, so ``nextWindow`` is never stale) and carries a
+strong ``ETag``;
 ``Cache-Control: no-cache`` lets browsers and CDNs keep it but revalidate every time, a
 cheap 304, so a change is seen on the next poll.
 
@@ -33,23 +36,16 @@ from typing import Any
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from controller.snapshot import Window
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 from proxy.pages import SERVER
 from proxy.settings import Settings
-from proxy.statusdocs import JsonDocument, json_document
+from proxy.statusdocs import JsonDocument, json_document, next_window
 
 METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods answered at the status path; any other falls through like any path."""
 PREFLIGHT_MAX_AGE_S = 600
 _ALLOWED_METHODS = "GET, HEAD"
-
-
-def next_window(windows: Iterable[Window], now: datetime) -> Window | None:
-    """The scheduled window that opens next after ``now`` (an open one is not "next")."""
-    ahead = [w for w in windows if w.start > now]
-    return min(ahead, key=lambda w: (w.start, w.end)) if ahead else None
 
 
 def build_public_status(state: State, *, now: datetime, settings: Settings) -> JsonDocument:
@@ -58,20 +54,13 @@ def build_public_status(state: State, *, now: datetime, settings: Settings) -> J
     page = settings.page
     active = maintenance.active
     until = maintenance.until if active else None
-    window = next_window(state.snapshot.windows, now)
     payload: dict[str, Any] = {
         "active": active,
         "reason": maintenance.reason if active else None,
         "since": iso(maintenance.since if active else None),
         "until": iso(until),
         "retryAfter": page.retry_after_s if active and (until is None or until <= now) else None,
-        "nextWindow": None
-        if window is None
-        else {
-            "start": iso(window.start),
-            "end": iso(window.end),
-            "reason": window.reason or "Scheduled maintenance window",
-        },
+        "nextWindow": next_window(state.upcoming),
     }
     if page.show_services:
         payload["services"] = _services(state, every=settings.management.public_services_path)

@@ -54,6 +54,7 @@ from controller.settings import (
     empty_is_none,
     split_list,
 )
+from proxy.hopbyhop import HOP_BY_HOP
 from proxy.pathnorm import InvalidPath, normalize_path
 
 ENV_PREFIX = "MWM_"
@@ -400,6 +401,22 @@ class ManagementSettings(SettingsGroup):
         return self
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP token (RFC 9110 section 5.6.2): what a header name is made of."""
+_RESERVED_HEADERS = HOP_BY_HOP | {
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "cache-control",
+    "date",
+    "etag",
+    "location",
+    "server",
+    "set-cookie",
+    "vary",
+}
+"""Header names an announcement must not take: framing, caching and the proxy's own."""
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 """A browser's ``Origin``: scheme, host and optional port, nothing else."""
 
@@ -413,6 +430,11 @@ class StatusSettings(SettingsGroup):
     cors_origins: StrList = Field(default_factory=list)
     """Origins (``https://shop.example``) allowed to read the status document from a
     browser, or ``*`` for any; empty: no CORS headers."""
+    announce_header: Annotated[str | None, BeforeValidator(empty_is_none)] = None
+    """Name of a response header (``X-Maintenance-Announced``, say) that forwarded responses
+    carry while the next scheduled window is announced (its ``announceSeconds``), with the
+    window's start in RFC 3339, so a frontend can show a banner without calling anything.
+    Unset: off.  Never on the maintenance and error pages (the page says it already)."""
 
     @field_validator("prefix")
     @classmethod
@@ -426,6 +448,23 @@ class StatusSettings(SettingsGroup):
                 raise InvalidPath("not in normal form")
         except InvalidPath as exc:
             raise ValueError(f"{value!r} is not a usable path: {exc}") from exc
+        return value
+
+    @field_validator("announce_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a header name (letters, digits and !#$%&'*+.^_`|~-, "
+                "e.g. X-Maintenance-Announced)"
+            )
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"{value!r} is a header the proxy or HTTP itself manages; pick another name "
+                "(e.g. X-Maintenance-Announced)"
+            )
         return value
 
     @field_validator("cors_origins")

@@ -3,7 +3,9 @@
 ``/services`` keeps the Go operator's shape exactly (``[{"name", "namespace", "ready",
 "critical"}]``), but is ``[]`` rather than ``null`` when empty, lists each service
 once and in a stable order.  ``/status`` is the aggregate: whether maintenance is on,
-every cause, and every service with endpoint counts and a reason.
+every cause, every service with endpoint counts and a reason, and the next scheduled
+window (``nextWindow``: ``{start, end, reason, announced, announceFrom}`` or null, the
+same object the public status document carries).
 
 Both carry a strong ``ETag`` derived from the body, so pollers can send
 ``If-None-Match`` and get a cheap 304.
@@ -16,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from controller.snapshot import Cause, ServiceState
+from controller.snapshot import Cause, ServiceState, Upcoming
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 
@@ -68,6 +70,27 @@ def _cause(cause: Cause) -> dict[str, Any]:
     }
 
 
+def next_window(upcoming: Upcoming | None) -> dict[str, Any] | None:
+    """``nextWindow`` of the status documents: the next window not yet open, or None.
+
+    ``announced`` is true from ``announceFrom`` (its start minus ``announceSeconds``) until
+    it opens; ``announceFrom`` is null for a window that is never announced."""
+    if upcoming is None:
+        return None
+    window = upcoming.window
+    return {
+        "start": iso(window.start),
+        "end": iso(window.end),
+        "reason": window.reason or DEFAULT_WINDOW_REASON,
+        "announced": upcoming.announced,
+        "announceFrom": iso(window.announce_from),
+    }
+
+
+DEFAULT_WINDOW_REASON = "Scheduled maintenance window"
+"""A window's reason when it has none (the page says the same while it is open)."""
+
+
 def build_services(state: State) -> JsonDocument:
     return json_document(
         [
@@ -93,6 +116,7 @@ def build_status(state: State, *, draining: bool = False) -> JsonDocument:
             "generation": state.generation,
             "lastChange": iso(state.changed_at),
             "services": [_service(s) for s in state.snapshot.services],
+            "nextWindow": next_window(state.upcoming),
             "errors": list(state.snapshot.errors),
         }
     )

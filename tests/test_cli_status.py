@@ -203,3 +203,40 @@ def test_an_empty_service_list_says_so() -> None:
         {"maintenance": {"active": False, "causes": []}, "services": [], "errors": []}
     )
     assert lines == ["maintenance: off", "services: none"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        pytest.param(
+            {"announced": True, "announceFrom": "2026-12-01T08:00:00Z"},
+            ["  ANNOUNCED since 2026-12-01T08:00:00Z"],
+            id="announced",
+        ),
+        pytest.param(
+            {"announced": False, "announceFrom": "2026-12-01T08:00:00Z"},
+            ["  announced from 2026-12-01T08:00:00Z"],
+            id="before-its-announcement",
+        ),
+        pytest.param({"announced": False, "announceFrom": None}, [], id="never-announced"),
+        pytest.param({}, [], id="an-older-server"),
+    ],
+)
+def test_the_table_says_whether_the_next_window_is_announced(
+    fields: dict[str, Any], shown: list[str]
+) -> None:
+    window = {"start": "2026-12-02T08:00:00Z", "end": "2026-12-02T10:00:00Z", "reason": "DB"}
+    lines = _status_lines(
+        {
+            "maintenance": {"active": False, "causes": []},
+            "services": [],
+            "nextWindow": {**window, **fields},
+            "errors": [],
+        }
+    )
+    assert lines == [
+        "maintenance: off",
+        "services: none",
+        "next window: 2026-12-02T08:00:00Z to 2026-12-02T10:00:00Z: DB",
+        *shown,
+    ]

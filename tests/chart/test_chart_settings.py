@@ -82,6 +82,7 @@ NON_DEFAULT: JsonObject = {
     "status": {
         "prefix": "/.well-known/shop/",
         "cors_origins": ["https://shop.example", "https://www.shop.example"],
+        "announce_header": "X-Maintenance-Announced",
     },
     "shutdown": {"prestop_delay_s": 3, "drain_timeout_s": 20.5},
     "log": {"level": "DEBUG", "format": "json", "access_log": True},

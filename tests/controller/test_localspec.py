@@ -279,6 +279,55 @@ def test_window_end_must_be_after_start(tmp_path: Path, end: str) -> None:
     assert "must be after start" in problem
 
 
+@pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("0", 0), ("2592000", 2592000)])
+def test_window_announce_seconds(tmp_path: Path, text: str, seconds: int) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        spec:
+          windows:
+            - start: "2026-12-01T09:00:00Z"
+              end: "2026-12-01T10:00:00Z"
+              announceSeconds: {text}
+            - {{start: "2026-12-02T09:00:00Z", end: "2026-12-02T10:00:00Z"}}
+        """,
+    )
+    first, second = parse_local_file(path).spec.windows
+    assert first.announce_seconds == seconds
+    assert second.announce_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        pytest.param("-1", "-1", id="negative"),
+        pytest.param("2592001", "2592001", id="over-30-days"),
+        pytest.param('"3600"', "'3600'", id="string"),
+        pytest.param("1.5", "1.5", id="fraction"),
+        pytest.param("true", "True", id="boolean"),
+        pytest.param("[60]", "[60]", id="list"),
+    ],
+)
+def test_bad_announce_seconds_is_an_error_naming_the_field(
+    tmp_path: Path, text: str, shown: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        spec:
+          windows:
+            - {{start: "2026-12-01T09:00:00Z", end: "2026-12-01T10:00:00Z"}}
+            - start: "2026-12-02T09:00:00Z"
+              end: "2026-12-02T10:00:00Z"
+              announceSeconds: {text}
+        """,
+    )
+    assert problems_of(path) == [
+        f"{path}: spec.windows[1].announceSeconds: expected whole seconds from 0 to 2592000 "
+        f"(30 days), got {shown}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [

@@ -13,8 +13,10 @@ from controller.snapshot import (
     ServiceReason,
     ServiceState,
     Snapshot,
+    Upcoming,
     Window,
     merge_services,
+    upcoming,
 )
 from controller.store import SnapshotStore
 
@@ -158,6 +160,46 @@ def test_next_change_is_the_earliest_future_boundary() -> None:
     assert snapshot.next_change_after(NOW + 3 * HOUR) is None
 
 
+def test_an_announcement_runs_from_start_minus_announce_seconds_until_start() -> None:
+    window = Window(start=NOW + HOUR, end=NOW + 2 * HOUR, announce_seconds=600)
+    assert window.announce_from == NOW + HOUR - timedelta(seconds=600)
+    assert not window.announced_at(NOW + HOUR - timedelta(seconds=601))
+    assert window.announced_at(NOW + HOUR - timedelta(seconds=600))
+    assert window.announced_at(NOW + HOUR - timedelta(microseconds=1))
+    assert not window.announced_at(NOW + HOUR)  # open now, no longer coming
+    for never in (None, 0):
+        quiet = Window(start=NOW + HOUR, end=NOW + 2 * HOUR, announce_seconds=never)
+        assert quiet.announce_from is None
+        assert not quiet.announced_at(NOW + HOUR - timedelta(seconds=1))
+
+
+def test_upcoming_is_the_next_window_not_yet_open() -> None:
+    past = Window(start=NOW - 2 * HOUR, end=NOW - HOUR)
+    open_ = Window(start=NOW - HOUR, end=NOW + HOUR)
+    later = Window(start=NOW + 3 * HOUR, end=NOW + 4 * HOUR, announce_seconds=5 * 3600)
+    next_ = Window(start=NOW + 2 * HOUR, end=NOW + 3 * HOUR, reason="DB", announce_seconds=3600)
+    shorter = Window(start=NOW + 2 * HOUR, end=NOW + 2 * HOUR + 60 * (HOUR / 3600))
+    assert upcoming((past, open_), NOW) is None
+    assert upcoming((), NOW) is None
+    # ``later`` is announced already, but only the next window is reported.
+    assert upcoming((later, past, next_, open_), NOW) == Upcoming(window=next_, announced=False)
+    assert upcoming((later, next_), NOW + HOUR) == Upcoming(window=next_, announced=True)
+    assert upcoming((later, next_), NOW + 2 * HOUR) == Upcoming(window=later, announced=True)
+    assert upcoming((next_, shorter), NOW) == Upcoming(window=shorter, announced=False)
+
+
+def test_next_change_includes_the_start_of_an_announcement() -> None:
+    snapshot = Snapshot(
+        windows=(Window(start=NOW + 2 * HOUR, end=NOW + 3 * HOUR, announce_seconds=3600),)
+    )
+    assert snapshot.next_change_after(NOW) == NOW + HOUR
+    assert snapshot.next_change_after(NOW + HOUR) == NOW + 2 * HOUR
+    quiet = Snapshot(
+        windows=(Window(start=NOW + 2 * HOUR, end=NOW + 3 * HOUR, announce_seconds=0),)
+    )
+    assert quiet.next_change_after(NOW) == NOW + 2 * HOUR
+
+
 def test_merge_lists_each_service_once_critical_if_any_says_so() -> None:
     merged = merge_services(
         [service("b", critical=False), service("a", critical=False), service("b", critical=True)]
@@ -206,6 +248,48 @@ def test_refresh_flips_the_verdict_when_time_passes_and_only_then() -> None:
     assert opened.changed_at == NOW + HOUR
     clock.now = NOW + 2 * HOUR
     assert not store.refresh().maintenance.active
+
+
+def test_refresh_makes_a_generation_when_an_announcement_starts() -> None:
+    clock = FakeClock(NOW)
+    store = SnapshotStore(clock=clock)
+    window = Window(start=NOW + 2 * HOUR, end=NOW + 3 * HOUR, announce_seconds=3600)
+    store.publish(Snapshot(windows=(window,)))
+    before = store.current
+    assert before.upcoming == Upcoming(window=window, announced=False)
+    clock.now = NOW + HOUR - timedelta(seconds=1)
+    assert store.refresh() is before
+    clock.now = NOW + HOUR
+    announced = store.refresh()
+    assert announced.generation == before.generation + 1
+    assert announced.upcoming == Upcoming(window=window, announced=True)
+    assert not announced.maintenance.active
+    assert announced.changed_at == before.changed_at  # maintenance itself did not flip
+    assert store.refresh() is announced
+    clock.now = NOW + 2 * HOUR
+    opened = store.refresh()
+    assert opened.maintenance.active
+    assert opened.upcoming is None
+
+
+async def test_clock_task_announces_a_window_on_time() -> None:
+    store = SnapshotStore()
+    clock_task = asyncio.create_task(store.run_clock())
+    try:
+        announce_from = datetime.now(UTC) + timedelta(milliseconds=100)
+        window = Window(
+            start=announce_from + HOUR, end=announce_from + 2 * HOUR, announce_seconds=3600
+        )
+        state = store.publish(Snapshot(windows=(window,)))
+        assert state.upcoming == Upcoming(window=window, announced=False)
+        while not (store.current.upcoming and store.current.upcoming.announced):
+            await asyncio.wait_for(store.wait_for_change(store.current.generation), 5)
+        assert datetime.now(UTC) >= announce_from
+        assert not store.current.maintenance.active
+    finally:
+        clock_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await clock_task
 
 
 async def test_clock_task_reevaluates_when_until_passes() -> None:

@@ -177,6 +177,8 @@ def test_limits_are_inclusive(strict_validator: CrdValidator) -> None:
         "maintenance": {"enabled": True, "reason": "x" * 500},
     }
     spec["services"][0] = service("a" * 63, minReady=1)
+    spec["windows"][0]["announceSeconds"] = 2592000
+    spec["windows"][1]["announceSeconds"] = 0
     assert strict_validator.problems(checker(spec)) == []
 
 
@@ -274,6 +276,14 @@ INVALID_SPECS = [
                  id="exitDelaySeconds-3601"),
     pytest.param(_with("exitDelaySeconds", 1.5), "$.spec.exitDelaySeconds", "type",
                  id="exitDelaySeconds-fraction"),
+    pytest.param(_with("windows.0.announceSeconds", -1), "$.spec.windows[0].announceSeconds",
+                 "minimum", id="announceSeconds--1"),
+    pytest.param(_with("windows.0.announceSeconds", 2592001),
+                 "$.spec.windows[0].announceSeconds", "maximum", id="announceSeconds-30-days+1"),
+    pytest.param(_with("windows.0.announceSeconds", "3600"),
+                 "$.spec.windows[0].announceSeconds", "type", id="announceSeconds-string"),
+    pytest.param(_with("windows.0.announceSeconds", 1.5), "$.spec.windows[0].announceSeconds",
+                 "type", id="announceSeconds-fraction"),
 ]  # fmt: skip
 
 

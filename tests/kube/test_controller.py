@@ -225,6 +225,38 @@ async def test_open_window_means_maintenance_until_its_end(
     await cluster.wait_for(maintenance_off)
 
 
+async def test_a_window_is_announced_before_it_opens_and_a_bad_edit_keeps_it(
+    fake: FakeKubeAPI, start_cluster: ClusterFactory
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    announced = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "reason": "Database upgrade",
+        "announceSeconds": 7200,
+    }
+    fake.create(checker(services=[], windows=[announced]))
+    cluster = await start_cluster()
+    state = await cluster.wait_for(lambda s: s.upcoming is not None)
+    assert state.upcoming is not None
+    assert state.upcoming.announced
+    assert state.upcoming.window.start == start
+    assert state.upcoming.window.announce_seconds == 7200
+    assert not state.maintenance.active
+    # Past a CRD that would refuse it, the controller's own check names the field.
+    without_schema(fake)
+    fake.patch(
+        "servicecheckers",
+        NS,
+        "shop",
+        {"spec": {"windows": [{**announced, "announceSeconds": -5}]}},
+    )
+    state = await cluster.wait_for(lambda s: bool(s.snapshot.errors))
+    assert "spec.windows[0].announceSeconds" in state.snapshot.errors[0]
+    assert state.upcoming is not None
+    assert state.upcoming.announced  # the last good spec is kept
+
+
 async def test_configmap_switch_is_live_and_bad_values_keep_the_last_one(
     fake: FakeKubeAPI, start_cluster: ClusterFactory
 ) -> None:

@@ -441,3 +441,40 @@ async def test_servicecheckers_are_checked_against_the_applied_crd(
     stored = fake_kube.get("servicecheckers", "shop", "shop")
     assert stored is not None
     assert stored["spec"] == good["spec"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(-1, "-1 is less than the minimum of 0", id="negative"),
+        pytest.param(2592001, "2592001 is greater than the maximum of 2592000", id="over-30-days"),
+        pytest.param("3600", "integer", id="string"),
+    ],
+)
+def test_a_bad_announce_seconds_is_refused_by_the_api_server(
+    fake_kube: FakeKubeAPI, value: object, message: str
+) -> None:
+    fake_kube.apply_crd(CRD_PATH)
+    window = {"start": "2030-05-08T09:00:00Z", "end": "2030-05-08T10:00:00Z"}
+    good = {
+        "apiVersion": "maintenance.mamrezb.com/v1alpha1",
+        "kind": "ServiceChecker",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {"windows": [{**window, "announceSeconds": 86400}]},
+    }
+    fake_kube.create(good)
+    with pytest.raises(ApiError) as refused:
+        fake_kube.patch(
+            "servicecheckers",
+            "shop",
+            "shop",
+            {"spec": {"windows": [{**window, "announceSeconds": value}]}},
+        )
+    assert refused.value.code == 422
+    assert refused.value.details is not None
+    (cause,) = refused.value.details["causes"]
+    assert cause["field"] == "spec.windows[0].announceSeconds"
+    assert message in cause["message"]
+    stored = fake_kube.get("servicecheckers", "shop", "shop")
+    assert stored is not None
+    assert stored["spec"] == good["spec"]

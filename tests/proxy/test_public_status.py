@@ -11,9 +11,8 @@ import yaml
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from controller.snapshot import Window
 from controller.timefmt import parse_rfc3339
-from proxy.publicstatus import Cors, next_window
+from proxy.publicstatus import Cors
 from proxy.settings import SettingsError, load_settings
 from tests.conftest import BYPASS_TOKEN, ProxyFactory, RunningProxy, echo_app
 
@@ -108,15 +107,6 @@ async def test_a_window_ahead_is_announced(start_proxy: ProxyFactory, tmp_path: 
     assert parse_rfc3339(upcoming["start"]) == parse_rfc3339(window["start"])
     assert parse_rfc3339(upcoming["end"]) == parse_rfc3339(window["end"])
     assert upcoming["reason"] == "DB"
-
-
-def test_next_window_skips_open_and_past_windows() -> None:
-    now = parse_rfc3339("2030-01-01T12:00:00Z")
-    past = Window(parse_rfc3339("2030-01-01T00:00:00Z"), parse_rfc3339("2030-01-01T01:00:00Z"))
-    open_ = Window(parse_rfc3339("2030-01-01T11:00:00Z"), parse_rfc3339("2030-01-01T13:00:00Z"))
-    ahead = Window(parse_rfc3339("2030-01-02T00:00:00Z"), parse_rfc3339("2030-01-02T01:00:00Z"))
-    assert next_window((past, open_, ahead), now) == ahead
-    assert next_window((past, open_), now) is None
 
 
 async def test_the_same_with_a_bypass_token_or_under_the_admin_prefix(
