@@ -41,8 +41,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+HEALTHY = web.AppKey("healthy", list[bool])
+"""``app[HEALTHY][0]``: whether the app's ``/healthz`` answers 200 (else 503)."""
+
+
 def app() -> web.Application:
-    """The app behind mwm: an HTML page on every path."""
+    """The app behind mwm: an HTML page on every path, and ``/healthz`` for a probe."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        healthy = request.app[HEALTHY][0]
+        return web.Response(status=200 if healthy else 503, text="ok" if healthy else "down")
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(
@@ -52,6 +60,8 @@ def app() -> web.Application:
         )
 
     application = web.Application()
+    application[HEALTHY] = [True]
+    application.router.add_get("/healthz", healthz)
     application.router.add_route("*", "/{tail:.*}", page)
     return application
 
