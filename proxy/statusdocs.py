@@ -5,6 +5,11 @@
 once and in a stable order.  ``/status`` is the aggregate: whether maintenance is on,
 every cause, and every service with endpoint counts and a reason.
 
+``/status`` also lists (``windows``) every scheduled window the sources know,
+``{start, end, reason}`` in the order they open, past ones included while a source still
+lists them: the document changes per generation, not per second, so readers (the
+dashboard) compare ``end`` with their clock.
+
 Both carry a strong ``ETag`` derived from the body, so pollers can send
 ``If-None-Match`` and get a cheap 304.
 """
@@ -13,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.snapshot import Cause, ServiceState
+from controller.snapshot import Cause, ServiceState, Window
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 
@@ -68,6 +74,15 @@ def _cause(cause: Cause) -> dict[str, Any]:
     }
 
 
+def sorted_windows(windows: Iterable[Window]) -> list[Window]:
+    """Scheduled windows in the order they open."""
+    return sorted(windows, key=lambda w: (w.start, w.end))
+
+
+def _window(window: Window) -> dict[str, Any]:
+    return {"start": iso(window.start), "end": iso(window.end), "reason": window.reason}
+
+
 def build_services(state: State) -> JsonDocument:
     return json_document(
         [
@@ -94,6 +109,7 @@ def build_status(state: State, *, draining: bool = False) -> JsonDocument:
             "lastChange": iso(state.changed_at),
             "services": [_service(s) for s in state.snapshot.services],
             "errors": list(state.snapshot.errors),
+            "windows": [_window(w) for w in sorted_windows(state.snapshot.windows)],
         }
     )
 

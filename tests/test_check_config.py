@@ -66,7 +66,7 @@ def test_a_misnamed_template_is_a_warning_with_a_suggestion(tmp_path: Path) -> N
         "mwm: 2 warnings:",
         "  - MWM_PAGE__TEMPLATE_DIR: README.md is not a template mwm uses, so it is ignored "
         "(mwm uses maintenance.html, maintenance.json, maintenance.txt, error.html, "
-        "error.json, error.txt, base.html)",
+        "error.json, error.txt, base.html, dashboard.html)",
         "  - MWM_PAGE__TEMPLATE_DIR: maintenence.html is not a template mwm uses, so it is "
         "ignored (did you mean maintenance.html?)",
     ]
