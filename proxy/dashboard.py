@@ -92,21 +92,23 @@ class Dashboard:
         builtin_dir: Path | None = None,
     ) -> None:
         self._management = management
+        self._clock = store.clock
         self._templates = DashboardTemplates(page.template_dir, builtin_dir=builtin_dir)
         self.history = TransitionHistory(management.history_size, initial=store.current)
         store.add_listener(self.history.record)
 
     def check(self) -> list[str]:
         """Render the configured template with a sample state; every problem found."""
-        state = _sample_state()
-        transitions = [Transition(at=state.changed_at, active=True, summary="Manual: Upgrade")]
-        bypass = BypassCounts(by_rule={"token": 3}, cookies_issued=1, all_workers=False)
-        context = self._context(state, draining=False, bypass=bypass, transitions=transitions)
-        return self._templates.check(context)
+        return self._templates.check(sample_context(self._management))
 
     def page(self, state: State, *, draining: bool, bypass: BypassCounts) -> DashboardPage:
-        context = self._context(
-            state, draining=draining, bypass=bypass, transitions=self.history.entries()
+        context = dashboard_context(
+            state,
+            self._management,
+            now=self._clock(),
+            draining=draining,
+            bypass=bypass,
+            transitions=self.history.entries(),
         )
         body = self._templates.render(context)
         headers = (
@@ -119,40 +121,62 @@ class Dashboard:
         )
         return DashboardPage(body=body, headers=headers)
 
-    def _context(
-        self,
-        state: State,
-        *,
-        draining: bool,
-        bypass: BypassCounts,
-        transitions: list[Transition],
-    ) -> dict[str, Any]:
-        management = self._management
-        now = _utc(datetime.now(UTC))
-        maintenance = state.maintenance
-        return {
-            "state": {
-                "active": maintenance.active,
-                "reason": maintenance.reason,
-                "since": maintenance.since if maintenance.active else None,
-                "until": maintenance.until,
-                "summary": summarize(maintenance),
-            },
-            "causes": [_cause(c) for c in maintenance.causes],
-            "services": [_service(s) for s in state.snapshot.services],
-            "windows": upcoming_windows(state.snapshot.windows, now),
-            "transitions": transitions,
-            "bypass": bypass,
-            "synced": state.snapshot.synced,
-            "draining": draining,
-            "generation": state.generation,
-            "errors": list(state.snapshot.errors),
-            "now": now,
-            "admin_enabled": management.admin_token is not None,
-            "admin_token_env": env_name(("management", "admin_token")),
-            "poll_ms": round(management.dashboard_poll_s * 1000),
-            "history_size": management.history_size,
-        }
+
+def check_template(management: ManagementSettings, page: PageSettings) -> list[str]:
+    """Every problem of the configured ``dashboard.html`` (for ``mwm check-config``)."""
+    return DashboardTemplates(page.template_dir).check(sample_context(management))
+
+
+def dashboard_context(
+    state: State,
+    management: ManagementSettings,
+    *,
+    now: datetime,
+    draining: bool,
+    bypass: BypassCounts,
+    transitions: list[Transition],
+) -> dict[str, Any]:
+    """The template context (documented above) for ``state`` at ``now``."""
+    now = _utc(now)
+    maintenance = state.maintenance
+    return {
+        "state": {
+            "active": maintenance.active,
+            "reason": maintenance.reason,
+            "since": maintenance.since if maintenance.active else None,
+            "until": maintenance.until,
+            "summary": summarize(maintenance),
+        },
+        "causes": [_cause(c) for c in maintenance.causes],
+        "services": [_service(s) for s in state.snapshot.services],
+        "windows": upcoming_windows(state.snapshot.windows, now),
+        "transitions": transitions,
+        "bypass": bypass,
+        "synced": state.snapshot.synced,
+        "draining": draining,
+        "generation": state.generation,
+        "errors": list(state.snapshot.errors),
+        "now": now,
+        "admin_enabled": management.admin_token is not None,
+        "admin_token_env": env_name(("management", "admin_token")),
+        "poll_ms": round(management.dashboard_poll_s * 1000),
+        "history_size": management.history_size,
+    }
+
+
+def sample_context(management: ManagementSettings) -> dict[str, Any]:
+    """A context with every optional value set, as serving would build it."""
+    state = _sample_state()
+    transitions = [Transition(at=state.changed_at, active=True, summary="Manual: Upgrade")]
+    bypass = BypassCounts(by_rule={"token": 3}, cookies_issued=1, all_workers=False)
+    return dashboard_context(
+        state,
+        management,
+        now=state.changed_at,
+        draining=False,
+        bypass=bypass,
+        transitions=transitions,
+    )
 
 
 def upcoming_windows(windows: tuple[Window, ...], now: datetime) -> list[dict[str, Any]]:
@@ -241,7 +265,7 @@ class DashboardTemplates:
     def _try_render(
         self, env: jinja2.Environment, context: Mapping[str, Any]
     ) -> tuple[str | None, str | None]:
-        where = "override" if env is self._user_env else "built-in"
+        where = f"override dir {self._override_dir}" if env is self._user_env else "built-in"
         try:
             return env.get_template(TEMPLATE).render(context), None
         except jinja2.TemplateSyntaxError as exc:

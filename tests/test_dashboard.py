@@ -399,7 +399,7 @@ async def test_a_broken_override_falls_back_to_the_built_in_dashboard(
             assert page.dom.by_id("state").text == "Maintenance off"
     problems = [r.getMessage() for r in caplog.records if "dashboard.html" in r.getMessage()]
     assert len(problems) == 2, problems  # at start-up, and once when first served
-    assert all("(override)" in p for p in problems)
+    assert all(f"(override dir {tmp_path})" in p for p in problems)
 
 
 async def test_a_working_override_is_served_with_its_own_hashes(
