@@ -33,6 +33,7 @@ from controller.localspec import LocalConfigError, parse_local_file
 from controller.settings import SourceKind
 from controller.timefmt import EXPECTED as RFC3339_EXPECTED
 from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339, rfc3339_exact
+from proxy.dashboard import check_template as check_dashboard_template
 from proxy.filelimit import raise_open_file_limit
 from proxy.logs import configure_logging
 from proxy.pages import OVERRIDABLE_TEMPLATES, PageRenderer
@@ -64,6 +65,7 @@ def collect_problems(environ: dict[str, str]) -> tuple[Settings | None, list[str
         except LocalConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(PageRenderer(settings.page).check())
+    problems.extend(check_dashboard_template(settings.management, settings.page))
     return settings, problems
 
 

@@ -1,4 +1,5 @@
-"""The management listener: probes, metrics, ``/services``, ``/status`` and the admin API.
+"""The management listener: probes, metrics, ``/services``, ``/status``, the admin API and
+the operator dashboard at ``/`` (:mod:`proxy.dashboard`).
 
 Nothing here is ever gated by maintenance: liveness must keep passing (a restart loop
 would not end a maintenance), and readiness fails only while draining on SIGTERM or,
@@ -14,7 +15,8 @@ The admin API switches the ``admin-api`` manual switch of this process:
 
 It requires ``Authorization: Bearer <MWM_MANAGEMENT__ADMIN_TOKEN>``, compared in
 constant time; a token in the query string is refused outright so it never lands in
-access logs.
+access logs.  Only that header authenticates, never a cookie, so a cross-site form (which
+cannot set it) cannot switch anything: no CSRF token is needed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from controller.snapshot import ManualSwitch
 from controller.timefmt import EXPECTED as RFC3339_EXPECTED
 from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339_or_none
+from proxy.dashboard import Dashboard
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.pages import SERVER
 from proxy.public import SERVICES_KEY, Services, json_response
@@ -38,6 +41,7 @@ from proxy.public import SERVICES_KEY, Services, json_response
 log = logging.getLogger(__name__)
 
 ADMIN_SWITCH_SOURCE = "admin-api"
+DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
 _TOKEN_QUERY_NAMES = frozenset({"token", "access_token", "admin_token", "auth"})
 
 
@@ -172,6 +176,14 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def dashboard(request: web.Request) -> web.Response:
+    s = _services(request)
+    page = request.app[DASHBOARD_KEY].page(
+        s.store.current, draining=s.lifecycle.draining, bypass=s.metrics.bypass_counts()
+    )
+    return web.Response(body=page.body, headers=page.headers)
+
+
 def _authorize(request: web.Request) -> web.Response | None:
     """None when the request carries the admin token, else the refusal to send."""
     if _TOKEN_QUERY_NAMES.intersection(k.lower() for k in request.query):
@@ -284,6 +296,11 @@ def build_management_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app.on_response_prepare.append(_server_header)
     app[SERVICES_KEY] = services
+    settings = services.settings
+    app[DASHBOARD_KEY] = board = Dashboard(settings.management, settings.page, services.store)
+    for problem in board.check():
+        log.warning("dashboard template problem, the built-in one will be used: %s", problem)
+    app.router.add_get("/", dashboard)
     for path in ("/healthz", "/health"):
         app.router.add_get(path, healthz)
     for path in ("/readyz", "/ready"):

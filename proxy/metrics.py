@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -102,6 +103,16 @@ def multiprocess_dir() -> Path | None:
     return Path(value) if value else None
 
 
+@dataclass(frozen=True, slots=True)
+class BypassCounts:
+    """Requests let through during maintenance, for the dashboard."""
+
+    by_rule: dict[str, int]
+    cookies_issued: int
+    all_workers: bool
+    """True when the counts are every worker's summed (``MWM_LISTEN__WORKERS>1``)."""
+
+
 class Metrics:
     """The counters of one proxy process, and the ``/metrics`` exposition."""
 
@@ -136,6 +147,24 @@ class Metrics:
             ProcessCollector(registry=own)
         own.register(_StateCollector(lambda: self._state))
         self.registry = own
+
+    def bypass_counts(self) -> BypassCounts:
+        """The bypass counters as the exposition has them: this process's own with one
+        worker, every worker's summed with several (read from the shared files)."""
+        by_rule: dict[str, int] = {}
+        cookies = 0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "mwm_bypass_total":
+                    rule = sample.labels.get("rule", "")
+                    by_rule[rule] = by_rule.get(rule, 0) + int(sample.value)
+                elif sample.name == "mwm_bypass_cookies_issued_total":
+                    cookies += int(sample.value)
+        return BypassCounts(
+            by_rule=dict(sorted(by_rule.items())),
+            cookies_issued=cookies,
+            all_workers=multiprocess_dir() is not None,
+        )
 
     def render(self, state: State) -> str:
         return self.exposition(state).decode()

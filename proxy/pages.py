@@ -79,7 +79,12 @@ _ERROR_TEMPLATES = {
     PageFormat.JSON: "error.json",
     PageFormat.TEXT: "error.txt",
 }
-OVERRIDABLE_TEMPLATES = (*_MAINTENANCE_TEMPLATES.values(), *_ERROR_TEMPLATES.values(), "base.html")
+OVERRIDABLE_TEMPLATES = (
+    *_MAINTENANCE_TEMPLATES.values(),
+    *_ERROR_TEMPLATES.values(),
+    "base.html",
+    "dashboard.html",  # rendered by proxy.dashboard, not here
+)
 """The template names an override directory (``PageSettings.template_dir``) may hold: the
 built-in ones in ``templates/``.  Any other file there is used only if one of these includes it."""
 _CONTENT_TYPES = {

@@ -392,6 +392,10 @@ class ManagementSettings(SettingsGroup):
     the Service and users see the load balancer's generic error instead of our page."""
     public_services_path: Annotated[str | None, BeforeValidator(empty_is_none)] = "/services"
     """Also answer /services on the public listener here; empty disables it."""
+    history_size: int = Field(default=50, ge=1, le=10_000)
+    """Maintenance transitions (on/off) the dashboard at ``/`` remembers, newest first."""
+    dashboard_poll_s: float = Field(default=5.0, ge=0.5, le=3600)
+    """How often the dashboard polls ``/status`` when its live stream is not available."""
 
     @model_validator(mode="after")
     def _read_files(self) -> Self:

@@ -7,6 +7,11 @@ every cause, every service with endpoint counts and a reason, and the next sched
 window (``nextWindow``: ``{start, end, reason, announced, announceFrom}`` or null, the
 same object the public status document carries).
 
+``/status`` also lists (``windows``) every scheduled window the sources know,
+``{start, end, reason}`` in the order they open, past ones included while a source still
+lists them: the document changes per generation, not per second, so readers (the
+dashboard) compare ``end`` with their clock.
+
 Both carry a strong ``ETag`` derived from the body, so pollers can send
 ``If-None-Match`` and get a cheap 304.
 """
@@ -15,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.snapshot import Cause, ServiceState, Upcoming
+from controller.snapshot import Cause, ServiceState, Upcoming, Window
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 
@@ -91,6 +97,20 @@ DEFAULT_WINDOW_REASON = "Scheduled maintenance window"
 """A window's reason when it has none (the page says the same while it is open)."""
 
 
+def sorted_windows(windows: Iterable[Window]) -> list[Window]:
+    """Scheduled windows in the order they open."""
+    return sorted(windows, key=lambda w: (w.start, w.end))
+
+
+def _window(window: Window) -> dict[str, Any]:
+    return {
+        "start": iso(window.start),
+        "end": iso(window.end),
+        "reason": window.reason,
+        "announceFrom": iso(window.announce_from),
+    }
+
+
 def build_services(state: State) -> JsonDocument:
     return json_document(
         [
@@ -118,6 +138,7 @@ def build_status(state: State, *, draining: bool = False) -> JsonDocument:
             "services": [_service(s) for s in state.snapshot.services],
             "nextWindow": next_window(state.upcoming),
             "errors": list(state.snapshot.errors),
+            "windows": [_window(w) for w in sorted_windows(state.snapshot.windows)],
         }
     )
 

@@ -66,7 +66,7 @@ def test_a_misnamed_template_is_a_warning_with_a_suggestion(tmp_path: Path) -> N
         "mwm: 2 warnings:",
         "  - MWM_PAGE__TEMPLATE_DIR: README.md is not a template mwm uses, so it is ignored "
         "(mwm uses maintenance.html, maintenance.json, maintenance.txt, error.html, "
-        "error.json, error.txt, base.html)",
+        "error.json, error.txt, base.html, dashboard.html)",
         "  - MWM_PAGE__TEMPLATE_DIR: maintenence.html is not a template mwm uses, so it is "
         "ignored (did you mean maintenance.html?)",
     ]
@@ -235,3 +235,10 @@ def test_errors_and_warnings_are_listed_together(tmp_path: Path) -> None:
         "  - MWM_PAGE__TEMPLATE_DIR: maintenance.htm is not a template mwm uses, so it is "
         "ignored (did you mean maintenance.html?)",
     ]
+
+
+def test_a_broken_dashboard_override_is_an_error_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "dashboard.html").write_text("<h1>ops</h1>\n{% if %}\n", encoding="utf-8")
+    result = check({"MWM_PAGE__TEMPLATE_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert f"template dashboard.html (override dir {tmp_path}): line 2: " in result.stderr

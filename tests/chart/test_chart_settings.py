@@ -78,7 +78,12 @@ NON_DEFAULT: JsonObject = {
         "refresh_s": 30,
         "show_services": False,
     },
-    "management": {"readiness_drain": True, "public_services_path": ""},
+    "management": {
+        "readiness_drain": True,
+        "public_services_path": "",
+        "history_size": 200,
+        "dashboard_poll_s": 2.5,
+    },
     "status": {
         "prefix": "/.well-known/shop/",
         "cors_origins": ["https://shop.example", "https://www.shop.example"],
