@@ -36,6 +36,7 @@ from typing import Generic, TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -67,6 +68,7 @@ _HELP = {
     "mwm_maintenance_active": "1 while maintenance is on.",
     "mwm_service_ready": "1 while the service has enough ready endpoints.",
     "mwm_snapshot_generation": "Generation of the current state; rises on change.",
+    "mwm_status_subscribers": "Open status streams (Server-Sent Events), by listener.",
 }
 
 K = TypeVar("K")
@@ -121,6 +123,17 @@ class Metrics:
         """Keyed by status: 408, 413, 414, 431."""
         self.header_timeouts = counter("mwm_header_timeouts_total")
         self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
+        subscribers = Gauge(
+            "mwm_status_subscribers",
+            _HELP["mwm_status_subscribers"],
+            ("listener",),
+            registry=counters,
+            multiprocess_mode="livesum",  # the live workers' streams summed
+        )
+        self.status_subscribers: dict[str, Callable[[int], None]] = {
+            listener: subscribers.labels(listener).set for listener in ("public", "management")
+        }
+        """The ``set`` of the gauge's series per listener, ``public`` and ``management``."""
         self._state: State | None = None
         if shared is not None:
             own.register(_SharedCounters(shared))

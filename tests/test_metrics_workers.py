@@ -129,7 +129,9 @@ def test_the_multiprocess_exposition_is_the_one_process_one(tmp_path: Path) -> N
         x for x in one.splitlines() if x.startswith("#")
     ]
     assert sorted(several.splitlines()) == sorted(one.splitlines())
-    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter"]
+    # The counters' file, and the open status streams' gauge (summed over live workers).
+    files = sorted(p.name.rsplit("_", 1)[0] for p in tmp_path.glob("*.db"))
+    assert files == ["counter", "gauge_livesum"]
 
 
 @pytest.fixture

@@ -82,6 +82,9 @@ NON_DEFAULT: JsonObject = {
     "status": {
         "prefix": "/.well-known/shop/",
         "cors_origins": ["https://shop.example", "https://www.shop.example"],
+        "heartbeat_s": 20,
+        "max_subscribers": 500,
+        "stream_retry_s": 2.5,
     },
     "shutdown": {"prestop_delay_s": 3, "drain_timeout_s": 20.5},
     "log": {"level": "DEBUG", "format": "json", "access_log": True},
