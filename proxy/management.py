@@ -306,6 +306,7 @@ def build_management_app(services: Services) -> web.Application:
         stream = app[STREAM_KEY] = Broadcaster(
             services.store,
             lambda state: documents.status(state, draining=lifecycle.draining).body,
+            name="management",
             heartbeat_s=status.heartbeat_s,
             retry_s=status.stream_retry_s,
             max_subscribers=status.max_subscribers,

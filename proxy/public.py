@@ -167,6 +167,7 @@ class PublicHandler:
             self._stream = Broadcaster(
                 store,
                 lambda state: public_status.document(state, store.clock()).body,
+                name="public",
                 heartbeat_s=status.heartbeat_s,
                 retry_s=status.stream_retry_s,
                 max_subscribers=status.max_subscribers,

@@ -105,11 +105,12 @@ class Subscriber:
         self.wake.set()
 
     def stalled(self) -> bool:
-        """The client has gone, or does not read (its connection's buffer past the bound)."""
+        """The client has gone, or does not read (its connection's buffer past the bound).
+        A subscriber without a connection (``transport`` None) never stalls."""
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return True
-        return transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
+        if transport is None:
+            return False
+        return transport.is_closing() or transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
 
 
 class Broadcaster:
@@ -120,11 +121,14 @@ class Broadcaster:
         store: SnapshotStore,
         render: Render,
         *,
+        name: str,
         heartbeat_s: float,
         retry_s: float,
         max_subscribers: int,
         counted: Callable[[int], None] = lambda count: None,
     ) -> None:
+        self.name = name
+        """The listener it streams on: ``public`` or ``management``."""
         self._store = store
         self._render = render
         self._heartbeat_s = heartbeat_s
@@ -291,7 +295,10 @@ class Broadcaster:
         )
         if request.method == "HEAD":
             return web.Response(headers=headers)
-        subscriber = self.subscribe(request.headers.get("Last-Event-ID"), request.transport)
+        transport = request.transport
+        if transport is None:  # the client has gone already
+            return web.Response(status=499, reason="Client Closed Request")
+        subscriber = self.subscribe(request.headers.get("Last-Event-ID"), transport)
         if subscriber is None:
             return self.busy(extra)
         protocol = request.protocol
