@@ -21,7 +21,10 @@ mapped file, about 1 µs per increment against 0.1-0.2 µs for the plain integer
 replaced (``python -m bench.metrics_cost``), next to 34-92 µs of CPU per request.
 
 The state gauges (maintenance, services, generation) are read from the answering
-worker's state at scrape time, as before: every worker reads the same source.  The
+worker's state at scrape time, as before: every worker reads the same source.  The open
+status streams (``mwm_status_subscribers{listener}``) are each worker's own, so that gauge is
+kept in the files like the counters, in ``livesum`` mode: the live workers' streams summed
+(the parent removes the file of a worker that died, :mod:`proxy.workers`).  The
 process metrics (``process_*``) are the answering process's own with one worker, and
 every live worker's, labelled ``worker="<index>"``, with several.
 """
