@@ -337,3 +337,22 @@ async def test_sigterm_ends_100_streams_without_holding_the_drain(
         assert await mwm.wait() == 0
     # Far from the 30 s drain timeout: the streams did not hold it.
     assert (_logged_at(stopped) - _logged_at(draining)).total_seconds() < 5
+
+
+async def test_the_connection_timeouts_do_not_cut_a_stream(
+    start_proxy: ProxyFactory, session: Client
+) -> None:
+    # The header and keep-alive timers are for requests not yet sent and idle connections;
+    # a stream outlives both (here ten times over) on both listeners.
+    proxy = await start_proxy(
+        {
+            "MWM_LIMITS__HEADER_TIMEOUT_S": "0.1",
+            "MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "0.1",
+            "MWM_STATUS__HEARTBEAT_S": "0.1",
+        }
+    )
+    for url in (proxy.public_url + PUBLIC, proxy.management_url + MANAGEMENT):
+        _, sse = await open_stream(session, url)
+        await sse.message()
+        for _ in range(10):
+            assert await sse.message() == b": hb\n\n"
