@@ -147,7 +147,9 @@ async def test_the_headers_and_heartbeats(start_proxy: ProxyFactory, session: Cl
             assert await sse.message() == b": hb\n\n"
             times.append(loop.time())
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(interval * 0.8 <= gap <= interval * 10 for gap in gaps), gaps
+        # Not more often than set; the upper bound only tells 0.2 s from the 15 s default
+        # with room for a busy machine.
+        assert all(interval * 0.8 <= gap <= 5.0 for gap in gaps), gaps
         response.close()
 
 
@@ -336,7 +338,7 @@ async def test_sigterm_ends_100_streams_without_holding_the_drain(
         stopped = await mwm.logged("stopped")
         assert await mwm.wait() == 0
     # Far from the 30 s drain timeout: the streams did not hold it.
-    assert (_logged_at(stopped) - _logged_at(draining)).total_seconds() < 5
+    assert (_logged_at(stopped) - _logged_at(draining)).total_seconds() < 15
 
 
 async def test_the_connection_timeouts_do_not_cut_a_stream(
