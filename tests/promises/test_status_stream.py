@@ -358,3 +358,20 @@ async def test_the_connection_timeouts_do_not_cut_a_stream(
         await sse.message()
         for _ in range(10):
             assert await sse.message() == b": hb\n\n"
+
+
+async def test_a_reader_that_falls_behind_catches_up_with_the_latest(
+    start_proxy: ProxyFactory, session: Client
+) -> None:
+    proxy = await start_proxy()
+    _, slow = await open_stream(session, proxy.public_url + PUBLIC)
+    _, fast = await open_stream(session, proxy.public_url + PUBLIC)
+    await fast.message()
+    for i in range(40):  # the slow one reads nothing meanwhile
+        await proxy.switch(enabled=i % 2 == 0, reason=f"step {i}")
+        await fast.until_id(proxy.runtime.store.current.generation)
+    latest = proxy.runtime.store.current.generation
+    await slow.until_id(latest)
+    assert slow.ids == sorted(set(slow.ids))  # what it got is in order, never twice
+    assert slow.ids[-1] == latest
+    assert slow.data[-1] == fast.data[-1]
