@@ -125,6 +125,7 @@ class HardenedConnection(HandlerInternals):
         "_held",
         "_idle",
         "_limits",
+        "_lost_callbacks",
         "_max_head_bytes",
         "_max_line_bytes",
         "_metrics",
@@ -167,6 +168,7 @@ class HardenedConnection(HandlerInternals):
         way through :meth:`data_received`."""
         self._max_head_bytes = limits.max_header_bytes
         self._max_line_bytes = limits.max_request_line_bytes
+        self._lost_callbacks: list[Callable[[], None]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -285,6 +287,17 @@ class HardenedConnection(HandlerInternals):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_header_timer()
         super().connection_lost(exc)
+        callbacks, self._lost_callbacks = self._lost_callbacks, None
+        for callback in callbacks or ():
+            callback()
+
+    def when_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the connection ends: a long-lived answer (a status
+        stream) learns at once that its client has gone, which aiohttp tells a handler
+        only by cancelling it (``handler_cancellation``, off here)."""
+        if self._lost_callbacks is None:
+            self._lost_callbacks = []
+        self._lost_callbacks.append(callback)
 
     def handle_error(
         self,

@@ -37,6 +37,7 @@ from proxy.dashboard import Dashboard
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.pages import SERVER
 from proxy.public import SERVICES_KEY, Services, json_response
+from proxy.statusstream import Broadcaster
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,15 @@ async def status_doc(request: web.Request) -> web.Response:
     return json_response(
         request, s.documents.status(s.store.current, draining=s.lifecycle.draining)
     )
+
+
+STREAM_KEY = web.AppKey("status-stream", Broadcaster)
+
+
+async def status_stream(request: web.Request) -> web.StreamResponse:
+    """``/status`` as Server-Sent Events (:mod:`proxy.statusstream`); like ``/status``, no
+    token is needed."""
+    return await request.app[STREAM_KEY].respond(request)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -307,6 +317,20 @@ def build_management_app(services: Services) -> web.Application:
         app.router.add_get(path, readyz)
     app.router.add_get("/services", services_doc)
     app.router.add_get("/status", status_doc)
+    status = services.settings.status
+    if status.max_subscribers > 0:
+        documents, lifecycle = services.documents, services.lifecycle
+        stream = app[STREAM_KEY] = Broadcaster(
+            services.store,
+            lambda state: documents.status(state, draining=lifecycle.draining).body,
+            name="management",
+            heartbeat_s=status.heartbeat_s,
+            retry_s=status.stream_retry_s,
+            max_subscribers=status.max_subscribers,
+            counted=services.metrics.status_subscribers["management"],
+        )
+        services.streams.append(stream)
+        app.router.add_get("/status/stream", status_stream)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/maintenance", get_maintenance)
     app.router.add_put("/api/maintenance", put_maintenance)

@@ -24,7 +24,10 @@ The state gauges (maintenance, services, generation, next window) are read from 
 answering worker's state at scrape time, as before: every worker reads the same source.
 ``mwm_next_window_start_timestamp_seconds`` is there only while a window is ahead (a
 collector yields it or not; a plain gauge could not disappear, and a placeholder value
-would read as a date); ``mwm_next_window_announced`` is always there, 0 or 1.  The
+would read as a date); ``mwm_next_window_announced`` is always there, 0 or 1.  The open
+status streams (``mwm_status_subscribers{listener}``) are each worker's own, so that gauge is
+kept in the files like the counters, in ``livesum`` mode: the live workers' streams summed
+(the parent removes the file of a worker that died, :mod:`proxy.workers`).  The
 process metrics (``process_*``) are the answering process's own with one worker, and
 every live worker's, labelled ``worker="<index>"``, with several.
 """
@@ -40,6 +43,7 @@ from typing import Generic, TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -75,6 +79,7 @@ _HELP = {
         "Start of the next scheduled window (unix seconds); absent when none is ahead."
     ),
     "mwm_next_window_announced": "1 while the next scheduled window is being announced.",
+    "mwm_status_subscribers": "Open status streams (Server-Sent Events), by listener.",
 }
 
 K = TypeVar("K")
@@ -139,6 +144,17 @@ class Metrics:
         """Keyed by status: 408, 413, 414, 431."""
         self.header_timeouts = counter("mwm_header_timeouts_total")
         self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
+        subscribers = Gauge(
+            "mwm_status_subscribers",
+            _HELP["mwm_status_subscribers"],
+            ("listener",),
+            registry=counters,
+            multiprocess_mode="livesum",  # the live workers' streams summed
+        )
+        self.status_subscribers: dict[str, Callable[[int], None]] = {
+            listener: subscribers.labels(listener).set for listener in ("public", "management")
+        }
+        """The ``set`` of the gauge's series per listener, ``public`` and ``management``."""
         self._state: State | None = None
         if shared is not None:
             own.register(_SharedCounters(shared))

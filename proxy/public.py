@@ -53,6 +53,7 @@ from proxy.publicstatus import PublicStatus
 from proxy.settings import EncodedSlashes, Settings
 from proxy.sharedswitch import SharedSwitch
 from proxy.statusdocs import DocumentCache, JsonDocument
+from proxy.statusstream import Broadcaster
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Services:
     """Set when several worker processes must all see the admin API's switch."""
     documents: DocumentCache = field(default_factory=DocumentCache)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    streams: list[Broadcaster] = field(default_factory=list)
+    """The status streams of both listeners, closed by the runtime on shutdown."""
 
 
 SERVICES_KEY = web.AppKey("services", Services)
@@ -158,6 +161,22 @@ class PublicHandler:
         self._services_path = settings.management.public_services_path
         self._public_status = PublicStatus(settings)
         self._status_path = self._public_status.path
+        self._stream: Broadcaster | None = None
+        self._stream_path: str | None = None
+        status = settings.status
+        if self._status_path is not None and status.max_subscribers > 0:
+            public_status, store = self._public_status, services.store
+            self._stream = Broadcaster(
+                store,
+                lambda state: public_status.document(state, store.clock()).body,
+                name="public",
+                heartbeat_s=status.heartbeat_s,
+                retry_s=status.stream_retry_s,
+                max_subscribers=status.max_subscribers,
+                counted=services.metrics.status_subscribers["public"],
+            )
+            services.streams.append(self._stream)
+            self._stream_path = self._status_path + "/stream"
         self._cookie_prefix = settings.bypass.cookie_path.rstrip("/") + "/"
         self._cookie_off = (self._cookie_prefix + "off", self._cookie_prefix.rstrip("/") or "/")
         self._redirect_to = settings.bypass.redirect_to
@@ -202,6 +221,9 @@ class PublicHandler:
         if path == self._status_path and request.method in STATUS_METHODS:
             s.metrics.requests.inc("status")
             return self._public_status.respond(request, s.store.current, s.store.clock())
+        if path == self._stream_path and request.method in STATUS_METHODS:
+            s.metrics.requests.inc("status")
+            return await self._status_stream(request)
         if self._cookie_token is not None and path.startswith(self._cookie_off[1]):
             cleared = self._clear_cookie(request, path)
             if cleared is not None:
@@ -237,6 +259,14 @@ class PublicHandler:
             )
         s.metrics.requests.inc("forward")
         return await s.forwarder.forward(request, path=path, extra_headers=announce)
+
+    async def _status_stream(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The public status document as Server-Sent Events (:mod:`proxy.statusstream`),
+        with the document's CORS rules; a preflight may ask for ``Last-Event-ID``."""
+        assert self._stream is not None
+        if request.method == "OPTIONS":
+            return self._public_status.options(request, allow_headers="Last-Event-ID")
+        return await self._stream.respond(request, self._public_status.cors_headers(request))
 
     def _view(self, request: web.BaseRequest, path: str) -> RequestView:
         headers = request.headers

@@ -102,16 +102,19 @@ class Cors:
             headers.append(("Access-Control-Allow-Origin", origin))
         return headers
 
-    def preflight(self, origin: str | None, method: str | None) -> list[tuple[str, str]]:
+    def preflight(
+        self, origin: str | None, method: str | None, *, allow_headers: str = "If-None-Match"
+    ) -> list[tuple[str, str]]:
         """The headers of a preflight answer (``OPTIONS`` with
         ``Access-Control-Request-Method``): the method, ``GET`` or ``HEAD``, and the one
-        request header a poller adds (``If-None-Match``) are allowed for a listed origin."""
+        request header a poller adds (``If-None-Match``; ``Last-Event-ID`` for the stream)
+        are allowed for a listed origin."""
         headers = self.headers(origin)
         allowed = any(name == "Access-Control-Allow-Origin" for name, _ in headers)
         if allowed and method is not None and method.strip() in ("GET", "HEAD"):
             headers += [
                 ("Access-Control-Allow-Methods", _ALLOWED_METHODS),
-                ("Access-Control-Allow-Headers", "If-None-Match"),
+                ("Access-Control-Allow-Headers", allow_headers),
                 ("Access-Control-Max-Age", str(PREFLIGHT_MAX_AGE_S)),
             ]
         return headers
@@ -134,20 +137,31 @@ class PublicStatus:
             self._generation = state.generation
         return self._document
 
+    def options(
+        self, request: web.BaseRequest, *, allow_headers: str = "If-None-Match"
+    ) -> web.Response:
+        """The answer to ``OPTIONS`` (a CORS preflight when it names a method)."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+        headers: list[tuple[str, str]] = [
+            (hdrs.ALLOW, "GET, HEAD, OPTIONS"),
+            (hdrs.SERVER, SERVER),
+        ]
+        if method is not None:
+            headers += self._cors.preflight(origin, method, allow_headers=allow_headers)
+        else:
+            headers += self._cors.headers(origin)
+        return web.Response(status=204, headers=_multi(headers))
+
+    def cors_headers(self, request: web.BaseRequest) -> list[tuple[str, str]]:
+        """The CORS headers of a ``GET`` or ``HEAD`` answer to ``request``."""
+        return self._cors.headers(request.headers.get(hdrs.ORIGIN))
+
     def respond(self, request: web.BaseRequest, state: State, now: datetime) -> web.Response:
         """The answer to ``GET``, ``HEAD`` or ``OPTIONS`` at :attr:`path`."""
         origin = request.headers.get(hdrs.ORIGIN)
         if request.method == "OPTIONS":
-            method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
-            headers: list[tuple[str, str]] = [
-                (hdrs.ALLOW, "GET, HEAD, OPTIONS"),
-                (hdrs.SERVER, SERVER),
-            ]
-            if method is not None:
-                headers += self._cors.preflight(origin, method)
-            else:
-                headers += self._cors.headers(origin)
-            return web.Response(status=204, headers=_multi(headers))
+            return self.options(request)
         document = self.document(state, now)
         headers = [
             (str(hdrs.ETAG), document.etag),

@@ -427,7 +427,9 @@ _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})
 
 class StatusSettings(SettingsGroup):
     """``GET <prefix>status`` on the public listener: a public-safe JSON summary for
-    frontends (a banner, a status widget), answered whether maintenance is on or not."""
+    frontends (a banner, a status widget), answered whether maintenance is on or not; and
+    its Server-Sent Events stream, ``<prefix>status/stream`` (with ``/status/stream`` on
+    the management listener)."""
 
     prefix: Annotated[str | None, BeforeValidator(empty_is_none)] = "/_mwm/"
     """Path prefix of the public status document (``<prefix>status``); empty disables it."""
@@ -439,6 +441,14 @@ class StatusSettings(SettingsGroup):
     carry while the next scheduled window is announced (its ``announceSeconds``), with the
     window's start in RFC 3339, so a frontend can show a banner without calling anything.
     Unset: off.  Never on the maintenance and error pages (the page says it already)."""
+    heartbeat_s: float = Field(default=15.0, gt=0)
+    """Seconds between heartbeat comments on every open status stream (one timer for all),
+    which keep idle connections open through proxies and drop clients that have gone."""
+    max_subscribers: int = Field(default=10000, ge=0)
+    """Open status streams allowed per listener (public, management); over it a new one
+    gets 503 with ``Retry-After``.  0 switches the streams off."""
+    stream_retry_s: float = Field(default=5.0, gt=0)
+    """The reconnection delay a status stream tells its clients (SSE ``retry:``), seconds."""
 
     @field_validator("prefix")
     @classmethod

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from prometheus_client.multiprocess import mark_process_dead
+
 log = logging.getLogger(__name__)
 
 WORKER_INDEX_ENV = "_MWM_WORKER_INDEX"
@@ -85,6 +87,8 @@ def run_workers(
                 continue
             index = exited
             children.pop(index)
+            # Its live gauges (open status streams) leave the sum; its counters stay.
+            mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
             exit_code = os.waitstatus_to_exitcode(code)
             if stopping:
                 status = status or max(exit_code, 0)

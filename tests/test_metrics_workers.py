@@ -43,6 +43,10 @@ FAMILIES = {
     "mwm_maintenance_active": ("gauge", "1 while maintenance is on."),
     "mwm_service_ready": ("gauge", "1 while the service has enough ready endpoints."),
     "mwm_snapshot_generation": ("gauge", "Generation of the current state; rises on change."),
+    "mwm_status_subscribers": (
+        "gauge",
+        "Open status streams (Server-Sent Events), by listener.",
+    ),
 }
 
 
@@ -129,7 +133,9 @@ def test_the_multiprocess_exposition_is_the_one_process_one(tmp_path: Path) -> N
         x for x in one.splitlines() if x.startswith("#")
     ]
     assert sorted(several.splitlines()) == sorted(one.splitlines())
-    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == ["counter"]
+    # The counters' file, and the open status streams' gauge (summed over live workers).
+    files = sorted(p.name.rsplit("_", 1)[0] for p in tmp_path.glob("*.db"))
+    assert files == ["counter", "gauge_livesum"]
 
 
 @pytest.fixture
@@ -225,3 +231,34 @@ async def test_with_two_workers_a_counter_scraped_under_load_never_decreases(
         await mwm.logged("listening", times=3, timeout_s=30)
         for _ in range(6):
             assert (await _scrape(mwm))[FORWARD] == done[0]
+
+
+SUBSCRIBERS = "mwm_status_subscribers"
+
+
+async def test_with_two_workers_the_open_streams_are_summed(upstream: TestServer) -> None:
+    extra = {
+        "MWM_LISTEN__PUBLIC_PORT": str(_free_port()),
+        "MWM_LISTEN__MANAGEMENT_PORT": str(_free_port()),
+        "MWM_LISTEN__WORKERS": "2",
+    }
+    async with running_mwm(str(upstream.make_url("/")).rstrip("/"), extra) as mwm:
+        await mwm.logged("listening", times=2)
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            streams = [await session.get(f"{mwm.public}/_mwm/status/stream") for _ in range(8)]
+            try:
+                for stream in streams:
+                    await stream.content.readuntil(b"\n\n")  # open, first event read
+                # Whichever worker answers, the gauge is every live worker's streams.
+                for _ in range(6):
+                    values = await _scrape(mwm)
+                    assert values[SUBSCRIBERS, (("listener", "public"),)] == 8
+                    assert values[SUBSCRIBERS, (("listener", "management"),)] == 0
+            finally:
+                for stream in streams:
+                    stream.close()
+        # Closed: the count falls back to 0, whichever worker answers.
+        async with asyncio.timeout(20):
+            while (await _scrape(mwm))[SUBSCRIBERS, (("listener", "public"),)] != 0:
+                pass
