@@ -129,7 +129,7 @@
     });
     source.addEventListener("error", function () {
       // A dropped connection is retried by the browser: not a reason to reload.  A refusal
-      // (404, 503, another content type) closes the source; so do repeated drops.
+      // (an error status, another content type) closes the source; so do repeated drops.
       errors += 1;
       if (source && (source.readyState === 2 || errors >= 3)) {
         source.close();
