@@ -375,7 +375,7 @@ class PageSettings(SettingsGroup):
     """Shown on the page, e.g. a status-page URL or an e-mail address."""
     retry_after_s: int = Field(default=300, ge=0)
     """Retry-After seconds when the end of maintenance is not known."""
-    refresh_s: Annotated[int | None, BeforeValidator(_zero_is_off)] = Field(default=60, ge=1)
+    refresh_s: Annotated[int | None, BeforeValidator(_zero_is_off)] = Field(default=60, ge=0)
     """Adds a ``Refresh`` header to the HTML page so browsers retry by themselves (pages
     without JavaScript come back too); 0 or empty: no header."""
     show_services: bool = True

@@ -110,7 +110,9 @@ def assert_csp_allows_exactly_the_inline_code(page: RenderedPage) -> None:
     directives = csp_directives(page)
     # A script with src= has no inline text to allow: default-src 'none' refuses it.
     scripts = {
-        sha256_source(text) for tag, attrs, text in elements if tag == "script" and "src" not in attrs
+        sha256_source(text)
+        for tag, attrs, text in elements
+        if tag == "script" and "src" not in attrs
     }
     styles = {sha256_source(text) for tag, _, text in elements if tag == "style"}
     assert set(directives["script-src"]) == (scripts or {"'none'"})
