@@ -1,4 +1,5 @@
-"""Which page format a client gets: HTML, RFC 9457 problem JSON or plain text.
+"""Which page format a client gets (HTML, RFC 9457 problem JSON or plain text), and in which
+language (:func:`negotiate_language`, from ``Accept-Language``).
 
 API clients and mobile apps break on an HTML maintenance page, so the format follows the
 ``Accept`` header (RFC 9110 §12.5.1): each format counts as accepted with the weight of the
@@ -8,9 +9,9 @@ to HTML over JSON over text, so a browser's ``*/*`` still gets a page.  Anything
 none of our formats, or that cannot be parsed, gets HTML: a page a human can read is a
 better answer than 406 while the site is down.
 
-Browsers send only a handful of distinct ``Accept`` values, so results are kept in a
-bounded LRU cache keyed by the exact header string; a blocked request normally costs one
-cache hit here.
+Browsers send only a handful of distinct ``Accept`` and ``Accept-Language`` values, so
+results are kept in bounded LRU caches keyed by the exact header string; a blocked request
+normally costs two cache hits here.
 """
 
 from __future__ import annotations

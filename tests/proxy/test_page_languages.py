@@ -27,7 +27,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.catalogs import LOCALE_DIR, catalog_files, missing_translations
-from proxy.negotiation import negotiate_language
+from proxy.negotiation import CACHE_SIZE, _language_cached, negotiate_language
 from proxy.pages import TRANSLATED_TEXTS, PageRenderer, builtin_template_dir
 from proxy.settings import PageSettings, SettingsError, load_settings
 from tests.conftest import ProxyFactory, echo_app
@@ -74,6 +74,19 @@ async def upstream() -> AsyncIterator[TestServer]:
 )
 def test_language_negotiation(accept_language: str | None, expected: str) -> None:
     assert negotiate_language(accept_language, AVAILABLE, "en") == expected
+
+
+def test_negotiation_remembers_a_bounded_number_of_headers() -> None:
+    for n in range(CACHE_SIZE * 2):
+        assert negotiate_language(f"de;q=0.{n % 9 + 1}, x-{n}", AVAILABLE, "en") == "de"
+
+    info = _language_cached.cache_info()
+    assert info.maxsize == CACHE_SIZE
+    assert info.currsize <= CACHE_SIZE
+    hits = info.hits
+    last = CACHE_SIZE * 2 - 1
+    negotiate_language(f"de;q=0.{last % 9 + 1}, x-{last}", AVAILABLE, "en")
+    assert _language_cached.cache_info().hits == hits + 1
 
 
 def test_the_default_language_is_the_fallback() -> None:
