@@ -37,7 +37,7 @@ Template context of ``maintenance.{html,json,txt}``:
 ``contact``        ``PageSettings.contact`` or None.
 ``contact_url``    a link target for ``contact`` (its http(s) URL, or ``mailto:`` for an
                    e-mail address), or None when it is neither.
-``reasons``        list of str, one per cause of the maintenance.
+``reasons``        list of str, one per cause of the maintenance (ours translated).
 ``reason``         the reasons joined with ``"; "`` ("" when there are none).
 ``until``          aware UTC datetime when maintenance is expected to end, or None.
 ``until_iso``      ``until`` as RFC 3339 (``2025-01-31T22:00:00Z``), or None.
@@ -55,9 +55,11 @@ Template context of ``maintenance.{html,json,txt}``:
 
 Template context of ``error.{html,json,txt}``: ``status`` (502 or 504 when the upstream
 failed; 408, 413, 414 or 431 when the request was refused), ``lang``, ``title`` (the
-status phrase: "Bad Gateway", "Request Header Fields Too Large"), ``heading`` and
-``explanation`` (what happened, for people, translated), ``reason`` (the technical
-reason: "upstream refused the connection"; problem+json only by default), ``temporary``
+status phrase: "Bad Gateway", "Request Header Fields Too Large"; problem+json only by
+default), ``heading`` (what happened, for people, translated), ``explanation`` (for a
+failed upstream a translated sentence, for a refused request its reason, which is written
+for people), ``reason`` (for a failed upstream the technical one, "upstream refused the
+connection": problem+json and the logs only by default), ``temporary``
 (True when a retry may cure it: the 5xx and 408; False for a request that would be
 refused again), ``contact``, ``contact_url``.
 
