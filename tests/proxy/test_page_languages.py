@@ -163,7 +163,7 @@ def test_operator_title_and_message_are_never_translated() -> None:
 
     assert "<title>Shop closed</title>" in html
     assert "Back at ten." in html
-    assert "Wann wir zurück sein wollen" in html  # the page's own words are still German
+    assert "Wann wir voraussichtlich zurück sind" in html  # the page's own words are still German
 
 
 def test_the_default_language_setting_picks_the_page_without_accept_language() -> None:
@@ -255,7 +255,7 @@ def test_an_operator_catalog_adds_a_language_and_rewords_ours(tmp_path: Path) ->
     assert "When we expect to be back" in dutch  # not in the catalog: English
     german = text_of(pages.maintenance_page(state(window()), HTML, now=NOW, language="de"))
     assert "<h2>Weshalb</h2>" in german
-    assert "Wann wir zurück sein wollen" in german  # ours, kept
+    assert "Wann wir voraussichtlich zurück sind" in german  # ours, kept
 
 
 def test_a_broken_operator_catalog_is_reported_and_the_others_still_work(tmp_path: Path) -> None:
