@@ -33,6 +33,7 @@ from controller.localspec import LocalConfigError, parse_local_file
 from controller.settings import SourceKind
 from controller.timefmt import EXPECTED as RFC3339_EXPECTED
 from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339, rfc3339_exact
+from proxy.catalogs import LOCALE_DIR, catalog_files
 from proxy.dashboard import check_template as check_dashboard_template
 from proxy.filelimit import raise_open_file_limit
 from proxy.logs import configure_logging
@@ -64,7 +65,7 @@ def collect_problems(environ: dict[str, str]) -> tuple[Settings | None, list[str
             parse_local_file(settings.source.local.file)
         except LocalConfigError as exc:
             problems.extend(exc.problems)
-    problems.extend(PageRenderer(settings.page).check())
+    problems.extend(PageRenderer(settings.page, status_prefix=settings.status.prefix).check())
     problems.extend(check_dashboard_template(settings.management, settings.page))
     return settings, problems
 
@@ -142,13 +143,16 @@ def template_overrides(template_dir: Path | None) -> tuple[list[str], list[str]]
     """``(overridden, warnings)``: the templates ``template_dir`` overrides, and warnings
     about files in it that no page uses (a misspelt name, say) or about an empty directory.
 
-    Hidden entries are skipped (a Kubernetes ConfigMap volume adds ``..data``).  A file any
-    override includes, extends or imports is in use, whatever its name.
+    Hidden entries are skipped (a Kubernetes ConfigMap volume adds ``..data``), and so is
+    ``locale/`` (message catalogs, see :mod:`proxy.catalogs`).  A file any override includes,
+    extends or imports is in use, whatever its name.
     """
     if template_dir is None or not template_dir.is_dir():
         return [], []  # unset, or PageRenderer.check() reports it as an error
     variable = env_name(("page", "template_dir"))
-    files = _template_files(template_dir)
+    files = {f for f in _template_files(template_dir) if not f.startswith(f"{LOCALE_DIR}/")}
+    if not files and catalog_files(template_dir):
+        return [], []  # only catalogs: texts, no templates
     if not files:
         return [], [f"{variable}: {template_dir} is empty, so every page is the built-in one"]
     overridden = [name for name in OVERRIDABLE_TEMPLATES if name in files]
@@ -177,7 +181,7 @@ def _template_files(directory: Path) -> set[str]:
 
 def _templates_in_use(directory: Path, roots: list[str], files: set[str]) -> set[str] | None:
     """``roots`` and every file of ``files`` they reach; None if a reference is dynamic."""
-    env = jinja2.Environment(autoescape=True)
+    env = jinja2.Environment(autoescape=True, extensions=["jinja2.ext.i18n"])
     used, pending = set(roots), list(roots)
     while pending:
         name = pending.pop()

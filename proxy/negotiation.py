@@ -1,4 +1,5 @@
-"""Which page format a client gets: HTML, RFC 9457 problem JSON or plain text.
+"""Which page format a client gets (HTML, RFC 9457 problem JSON or plain text), and in which
+language (:func:`negotiate_language`, from ``Accept-Language``).
 
 API clients and mobile apps break on an HTML maintenance page, so the format follows the
 ``Accept`` header (RFC 9110 §12.5.1): each format counts as accepted with the weight of the
@@ -8,9 +9,9 @@ to HTML over JSON over text, so a browser's ``*/*`` still gets a page.  Anything
 none of our formats, or that cannot be parsed, gets HTML: a page a human can read is a
 better answer than 406 while the site is down.
 
-Browsers send only a handful of distinct ``Accept`` values, so results are kept in a
-bounded LRU cache keyed by the exact header string; a blocked request normally costs one
-cache hit here.
+Browsers send only a handful of distinct ``Accept`` and ``Accept-Language`` values, so
+results are kept in bounded LRU caches keyed by the exact header string; a blocked request
+normally costs two cache hits here.
 """
 
 from __future__ import annotations
@@ -123,3 +124,77 @@ def _formats_named(media_range: str) -> tuple[tuple[PageFormat, int], ...]:
         # Any JSON-structured type (RFC 6839), e.g. application/vnd.api+json.
         return ((PageFormat.JSON, _EXACT),)
     return ()
+
+
+# --- languages ---------------------------------------------------------------------------
+
+_LANGUAGE_RANGE = re.compile(r"^(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)$")
+
+
+def negotiate_language(
+    accept_language: str | None, available: tuple[str, ...], default: str
+) -> str:
+    """The page language for ``Accept-Language: accept_language`` (RFC 9110 §12.5.4).
+
+    ``available`` are lower-case language tags (``de``, ``pt-br``); the answer is one of them
+    or ``default``.  Ranges are tried by weight (ties keep their order), each by RFC 4647
+    §3.4 lookup: ``de-CH-1996`` tries ``de-ch-1996``, ``de-ch``, then ``de``.  ``*`` stands
+    for the default language; a weight of 0 refuses a language.  A header that names
+    nothing available, or cannot be parsed at all, gets ``default``: never an error.
+    """
+    if not accept_language:
+        return default
+    return _language_cached(accept_language, available, default)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _language_cached(accept_language: str, available: tuple[str, ...], default: str) -> str:
+    ranges: list[tuple[float, int, str]] = []
+    refused: set[str] = set()
+    for position, element in enumerate(accept_language.lower().split(",")):
+        parsed = _parse_language_range(element)
+        if parsed is None:
+            continue
+        tag, weight = parsed
+        if weight <= 0.0:
+            refused.add(tag)
+            continue
+        ranges.append((-weight, position, tag))
+    ranges.sort()
+    offered = set(available) - refused
+    for _, _, tag in ranges:
+        if tag == "*":
+            return default
+        while tag:
+            if tag in offered:
+                return tag
+            tag = _truncate(tag)
+    return default
+
+
+def _parse_language_range(element: str) -> tuple[str, float] | None:
+    """``" de-CH;q=0.8 "`` -> ``("de-ch", 0.8)``; None when malformed."""
+    tag, *params = (part.strip() for part in element.split(";"))
+    if not _LANGUAGE_RANGE.match(tag):
+        return None
+    weight = 1.0
+    for param in params:
+        name, sep, value = param.partition("=")
+        if not sep or name.strip() != "q":
+            return None  # Accept-Language has no other parameters
+        try:
+            weight = float(value.strip())
+        except ValueError:
+            return None
+        if not 0.0 <= weight <= 1.0:  # also refuses nan
+            return None
+    return tag, weight
+
+
+def _truncate(tag: str) -> str:
+    """RFC 4647 lookup's next range: drop the last subtag, and a single-letter one before it
+    (``zh-hant-x-a`` -> ``zh-hant``)."""
+    head, _, _ = tag.rpartition("-")
+    if len(head) > 1 and head[-2] == "-":
+        head = head[:-2]
+    return head

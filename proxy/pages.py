@@ -1,8 +1,23 @@
 """The 503 maintenance page and the error pages (502/504, 408/413/414/431), rendered ahead of time.
 
-A page depends only on the state and the format, so it is rendered once per state
-generation and format and kept; a blocked request costs a dict lookup.  Pages are plain
-data (:class:`RenderedPage`); the server turns one into an aiohttp response.
+A page depends only on the state, the format and the language, so it is rendered once per
+state generation, format and language and kept (at most languages x formats pages per
+generation); a blocked request costs a dict lookup.  Pages are plain data
+(:class:`RenderedPage`); the server turns one into an aiohttp response.
+
+Languages (:mod:`proxy.catalogs`): the HTML and text pages are translated into the language
+:func:`proxy.negotiation.negotiate_language` picks from ``Accept-Language``; they say so
+in ``Content-Language`` and ``<html lang>``, and every page carries ``Vary: Accept,
+Accept-Language``.  The problem+json documents are for programs and are not translated
+(English, the operator's title and message as configured; no ``Content-Language``).  The
+default title and message are translated; a title or message the operator set is shown
+as written, in every language.  Known reason texts (``Scheduled maintenance``, ``A critical
+service is unavailable``...) are translated, any other reason is shown as written.
+
+The HTML pages carry a ``Content-Security-Policy`` allowing their inline script and style
+by hash (:mod:`proxy.csp`).  With the public status prefix on, the maintenance page holds
+the return script (``templates/return.js``): it follows the status stream and reloads the
+page, spread over ``PageSettings.return_spread_s``, when maintenance ends.
 
 Templates are Jinja2 with autoescaping for HTML and ``StrictUndefined``.  The built-in
 ones live in ``templates/`` (see :func:`builtin_template_dir`).  Operators may override
@@ -16,12 +31,13 @@ built-in template for that page, and the problem is logged once, not per request
 Template context of ``maintenance.{html,json,txt}``:
 
 ``status``         503.
-``title``          ``PageSettings.title``.
-``message``        ``PageSettings.message``.
+``lang``           the page's language tag (``en``, ``de``).
+``title``          ``PageSettings.title`` (translated when it is the default).
+``message``        ``PageSettings.message`` (translated when it is the default).
 ``contact``        ``PageSettings.contact`` or None.
 ``contact_url``    a link target for ``contact`` (its http(s) URL, or ``mailto:`` for an
                    e-mail address), or None when it is neither.
-``reasons``        list of str, one per cause of the maintenance.
+``reasons``        list of str, one per cause of the maintenance (ours translated).
 ``reason``         the reasons joined with ``"; "`` ("" when there are none).
 ``until``          aware UTC datetime when maintenance is expected to end, or None.
 ``until_iso``      ``until`` as RFC 3339 (``2025-01-31T22:00:00Z``), or None.
@@ -33,18 +49,29 @@ Template context of ``maintenance.{html,json,txt}``:
 ``services``       list of affected service names; empty when ``show_services`` is off.
 ``show_services``  ``PageSettings.show_services``.
 ``refresh_s``      ``PageSettings.refresh_s`` or None.
+``live``           the return script's settings (``stream``, ``status``: URLs;
+                   ``spread``, ``poll``, ``pollMax``: seconds), or None when the public
+                   status prefix is off (then the page has no script).
 
 Template context of ``error.{html,json,txt}``: ``status`` (502 or 504 when the upstream
-failed; 408, 413, 414 or 431 when the request was refused), ``title`` (the status
-phrase: "Bad Gateway", "Request Header Fields Too Large"), ``reason``, ``temporary``
+failed; 408, 413, 414 or 431 when the request was refused), ``lang``, ``title`` (the
+status phrase: "Bad Gateway", "Request Header Fields Too Large"; problem+json only by
+default), ``heading`` (what happened, for people, translated), ``explanation`` (for a
+failed upstream a translated sentence, for a refused request its reason, which is written
+for people), ``reason`` (for a failed upstream the technical one, "upstream refused the
+connection": problem+json and the logs only by default), ``temporary``
 (True when a retry may cure it: the 5xx and 408; False for a request that would be
 refused again), ``contact``, ``contact_url``.
+
+Every template may call ``_("text")`` / ``gettext`` / ``ngettext`` (Jinja2's i18n
+extension, new style: ``_("Error code: %(status)s", status=status)``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,11 +82,17 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from babel.core import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.support import NullTranslations
 
 from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
-from proxy.negotiation import PageFormat
+from proxy.catalogs import SOURCE_LANGUAGE, Catalogs, load_catalogs
+from proxy.catalogs import builtin_template_dir as builtin_template_dir
+from proxy.csp import policy_for
+from proxy.negotiation import PageFormat, negotiate_language
 from proxy.settings import PageSettings, env_name
 
 log = logging.getLogger(__name__)
@@ -79,11 +112,13 @@ _ERROR_TEMPLATES = {
     PageFormat.JSON: "error.json",
     PageFormat.TEXT: "error.txt",
 }
+RETURN_SCRIPT = "return.js"
 OVERRIDABLE_TEMPLATES = (
     *_MAINTENANCE_TEMPLATES.values(),
     *_ERROR_TEMPLATES.values(),
     "base.html",
     "dashboard.html",  # rendered by proxy.dashboard, not here
+    RETURN_SCRIPT,
 )
 """The template names an override directory (``PageSettings.template_dir``) may hold: the
 built-in ones in ``templates/``.  Any other file there is used only if one of these includes it."""
@@ -94,6 +129,62 @@ _CONTENT_TYPES = {
     PageFormat.TEXT: "text/plain; charset=utf-8",
 }
 _LAST_RESORT = "{status} {title}\n"
+_VARY = "Accept, Accept-Language"
+POLL_S = 5
+"""The return script's first poll interval when it cannot follow the stream; it doubles
+while the status cannot be read, up to :data:`POLL_MAX_S`, with jitter (x0.5-1.5)."""
+POLL_MAX_S = 60
+
+
+def N_(text: str) -> str:  # gettext's conventional name for "mark only"
+    """Marks ``text`` for translation where it is defined; it is translated where shown."""
+    return text
+
+
+DEFAULT_TITLE = N_("Down for maintenance")
+DEFAULT_MESSAGE = N_("We are performing maintenance and will be back shortly.")
+KNOWN_REASONS = (
+    N_("Scheduled maintenance"),
+    N_("Scheduled maintenance window"),
+    N_(describe_down(1)),
+    N_("Temporarily unavailable while the maintenance state is being read"),
+)
+"""Reason texts of our own making, translated on the pages; any other reason is shown as
+written.  ``describe_down(n)`` for n > 1 is translated with :data:`SERVICES_DOWN`."""
+SERVICES_DOWN = (
+    N_("%(num)d critical service is unavailable"),
+    N_("%(num)d critical services are unavailable"),
+)
+_SERVICES_DOWN = re.compile(r"^(\d+) critical services are unavailable$")
+ERROR_HEADINGS = {
+    502: N_("This site is not answering right now"),
+    504: N_("This site is not answering right now"),
+    408: N_("The request took too long"),
+    413: N_("That was too much to send"),
+    414: N_("That address is too long"),
+    431: N_("Your browser sent too much data"),
+    503: N_("This site is busy right now"),
+}
+"""The heading people read on an error page, by status (the status phrase stays in
+problem+json)."""
+UPSTREAM_EXPLANATIONS = {
+    502: N_("We could not reach the application behind this page."),
+    504: N_("The application behind this page took too long to answer."),
+}
+"""What people read when the upstream failed: its technical reason ("upstream refused the
+connection") is for problem+json and the logs.  A refused request's reason is written for
+people ("The request body is larger than the 4 KiB this site accepts.") and is shown."""
+OTHER_ERROR = N_("Something went wrong")
+TRANSLATED_TEXTS = (
+    DEFAULT_TITLE,
+    DEFAULT_MESSAGE,
+    *KNOWN_REASONS,
+    *SERVICES_DOWN,
+    *ERROR_HEADINGS.values(),
+    *UPSTREAM_EXPLANATIONS.values(),
+    OTHER_ERROR,
+)
+"""The texts translated in code (not in the templates); every shipped catalog has them."""
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January",
@@ -136,43 +227,75 @@ SERVER = "mwm"
 """Our ``Server`` header: aiohttp's default would announce the Python and aiohttp versions."""
 
 
-def builtin_template_dir() -> Path:
-    """The built-in templates: ``proxy/templates`` in a wheel, ``templates/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    installed, checkout = here / "templates", here.parent / "templates"
-    if installed.is_dir():
-        return installed
-    if checkout.is_dir():
-        return checkout
-    return installed  # missing: check() says so, and pages use the last-resort body
-
-
 class PageRenderer:
     """Renders and caches the pages; one per process, built from :class:`PageSettings`."""
 
-    def __init__(self, settings: PageSettings, *, builtin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: PageSettings,
+        *,
+        builtin_dir: Path | None = None,
+        status_prefix: str | None = None,
+    ) -> None:
+        """``status_prefix``: ``StatusSettings.prefix``; None leaves the return script out."""
         self._settings = settings
         self._builtin_dir = (builtin_dir or builtin_template_dir()).resolve()
         self._override_dir = (
             settings.template_dir.resolve() if settings.template_dir is not None else None
         )
-        self._builtin_env = _environment(jinja2.FileSystemLoader(self._builtin_dir))
-        self._user_env: jinja2.Environment | None = None
+        self._catalogs: Catalogs = load_catalogs(self._builtin_dir, self._override_dir)
+        self.languages: tuple[str, ...] = self._catalogs.languages
+        """The languages pages can be rendered in (lower-case tags, English included)."""
+        self.default_language = (
+            settings.default_language
+            if settings.default_language in self.languages
+            else SOURCE_LANGUAGE
+        )
+        self._builtin_loader = jinja2.FileSystemLoader(self._builtin_dir)
+        self._user_loader: jinja2.BaseLoader | None = None
         if self._override_dir is not None:
-            self._user_env = _environment(
-                jinja2.ChoiceLoader(
-                    [
-                        jinja2.FileSystemLoader(self._override_dir),
-                        jinja2.FileSystemLoader(self._builtin_dir),
-                    ]
-                )
+            self._user_loader = jinja2.ChoiceLoader(
+                [jinja2.FileSystemLoader(self._override_dir), self._builtin_loader]
             )
+        self._envs: dict[tuple[bool, str], jinja2.Environment] = {}
         self._reported: set[str] = set()
-        self._pages: dict[tuple[int, PageFormat], RenderedPage] = {}
+        self._pages: dict[tuple[int, PageFormat, str], RenderedPage] = {}
         self._pages_generation = -1
-        self._errors: dict[tuple[int, str, PageFormat], RenderedPage] = {}
+        self._errors: dict[tuple[int, str, PageFormat, str], RenderedPage] = {}
         contact = settings.contact
         self._contact_url = _contact_url(contact) if contact else None
+        self._live: dict[str, Any] | None = None
+        if status_prefix is not None:
+            self._live = {
+                "stream": f"{status_prefix}status/stream",
+                "status": f"{status_prefix}status",
+                "spread": settings.return_spread_s,
+                "poll": POLL_S,
+                "pollMax": POLL_MAX_S,
+            }
+        for problem in self._catalogs.problems:
+            self._report(problem, "%s; the pages speak the other languages", log.warning)
+
+    def language(self, accept_language: str | None) -> str:
+        """The page language for a request's ``Accept-Language`` (cached per value)."""
+        return negotiate_language(accept_language, self.languages, self.default_language)
+
+    def _env(self, *, user: bool, lang: str) -> jinja2.Environment:
+        """The Jinja environment of the override (``user``) or built-in templates speaking
+        ``lang``: one per language, since the i18n extension's functions are its globals."""
+        env = self._envs.get((user, lang))
+        if env is None:
+            loader = self._user_loader if user and self._user_loader else self._builtin_loader
+            env = _environment(loader, self._catalogs.get(lang))
+            self._envs[(user, lang)] = env
+        return env
+
+    def _lang(self, language: str | None, fmt: PageFormat) -> str:
+        if fmt is PageFormat.JSON:
+            return SOURCE_LANGUAGE  # for programs: never translated
+        if language is None or language not in self.languages:
+            return self.default_language
+        return language
 
     def check(self) -> list[str]:
         """Render every template with realistic sample contexts; return every problem.
@@ -180,26 +303,31 @@ class PageRenderer:
         An empty list means every page will render from the configured templates.  The
         problems returned count as reported: serving pages will not log them again.
         """
-        problems: list[str] = []
+        problems: list[str] = list(self._catalogs.problems)
         if self._override_dir is not None and not self._override_dir.is_dir():
             problems.append(
                 f"{env_name(('page', 'template_dir'))}: {self._override_dir} is not a directory"
             )
-        env = self._user_env or self._builtin_env
-        for name, context in self._sample_contexts():
-            problem = self._try_render(env, name, context)[1]
-            if problem is not None and problem not in problems:
-                problems.append(problem)
+        for lang in self.languages:
+            env = self._env(user=self._user_loader is not None, lang=lang)
+            for name, context in self._sample_contexts(lang):
+                problem = self._try_render(env, name, context)[1]
+                if problem is not None and problem not in problems:
+                    problems.append(problem)
         self._reported.update(problems)
         return problems
 
-    def maintenance_page(self, state: State, fmt: PageFormat, *, now: datetime) -> RenderedPage:
-        """The 503 page for ``state`` in ``fmt``; rendered on the first call per generation."""
-        key = (state.generation, fmt)
+    def maintenance_page(
+        self, state: State, fmt: PageFormat, *, now: datetime, language: str | None = None
+    ) -> RenderedPage:
+        """The 503 page for ``state`` in ``fmt`` and ``language`` (see :meth:`language`;
+        None: the default language); rendered on the first call per generation."""
+        lang = self._lang(language, fmt)
+        key = (state.generation, fmt, lang)
         page = self._pages.get(key)
         if page is not None:
             return page
-        page = self._render_maintenance(state.maintenance, fmt, now=now)
+        page = self._render_maintenance(state.maintenance, fmt, now=now, lang=lang)
         if state.generation > self._pages_generation:
             self._pages.clear()
             self._pages_generation = state.generation
@@ -207,33 +335,42 @@ class PageRenderer:
             self._pages[key] = page
         return page  # an older generation (a late reader) is served but not kept
 
-    def error_page(self, status: int, reason: str, fmt: PageFormat) -> RenderedPage:
+    def error_page(
+        self, status: int, reason: str, fmt: PageFormat, language: str | None = None
+    ) -> RenderedPage:
         """A 502/504 page when the upstream is unreachable or too slow, or a 408/413/414/431
         page for a refused request."""
-        key = (status, reason, fmt)
+        lang = self._lang(language, fmt)
+        key = (status, reason, fmt, lang)
         page = self._errors.get(key)
         if page is not None:
             return page
         title = status_phrase(status)
-        context = self._error_context(status, reason)
-        body = self._render(_ERROR_TEMPLATES[fmt], context, status=status, title=title)
-        headers = (
+        context = self._error_context(status, reason, lang)
+        body = self._render(_ERROR_TEMPLATES[fmt], context, status=status, title=title, lang=lang)
+        headers = [
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
-            ("Vary", "Accept"),
+            ("Vary", _VARY),
             ("X-Content-Type-Options", "nosniff"),
             ("Server", SERVER),
-        )
-        page = RenderedPage(status=status, body=body, headers=headers)
+        ]
+        headers.extend(_page_headers(fmt, body, lang))
+        page = RenderedPage(status=status, body=body, headers=tuple(headers))
         if len(self._errors) >= ERROR_CACHE_SIZE:
             del self._errors[next(iter(self._errors))]  # oldest first
         self._errors[key] = page
         return page
 
-    def _error_context(self, status: int, reason: str) -> dict[str, Any]:
+    def _error_context(self, status: int, reason: str, lang: str) -> dict[str, Any]:
+        gettext = self._catalogs.get(lang).gettext
+        explanation = UPSTREAM_EXPLANATIONS.get(status)
         return {
             "status": status,
+            "lang": lang,
             "title": status_phrase(status),
+            "heading": gettext(ERROR_HEADINGS.get(status, OTHER_ERROR)),
+            "explanation": gettext(explanation) if explanation is not None else reason,
             "reason": reason,
             "temporary": status >= 500 or status == 408,
             "contact": self._settings.contact,
@@ -241,7 +378,7 @@ class PageRenderer:
         }
 
     def _render_maintenance(
-        self, maintenance: Maintenance, fmt: PageFormat, *, now: datetime
+        self, maintenance: Maintenance, fmt: PageFormat, *, now: datetime, lang: str
     ) -> RenderedPage:
         settings = self._settings
         until = _utc(maintenance.until) if maintenance.until is not None else None
@@ -250,57 +387,71 @@ class PageRenderer:
         retry_after, dated = str(settings.retry_after_s), False
         if until is not None and _ceil_to_second(until) > _utc(now):
             retry_after, dated = format_datetime(_ceil_to_second(until), usegmt=True), True
-        context = self._maintenance_context(maintenance, until=until, dated=dated)
+        context = self._maintenance_context(maintenance, until=until, dated=dated, lang=lang)
         body = self._render(
-            _MAINTENANCE_TEMPLATES[fmt], context, status=MAINTENANCE_STATUS, title=settings.title
+            _MAINTENANCE_TEMPLATES[fmt],
+            context,
+            status=MAINTENANCE_STATUS,
+            title=settings.title,
+            lang=lang,
         )
         headers = [
             ("Content-Type", _CONTENT_TYPES[fmt]),
             ("Cache-Control", "no-store"),
-            ("Vary", "Accept"),
+            ("Vary", _VARY),
             ("X-Content-Type-Options", "nosniff"),  # a reason is text, never HTML
             ("Retry-After", retry_after),
             ("Server", SERVER),
         ]
+        headers.extend(_page_headers(fmt, body, lang))
         if fmt is PageFormat.HTML and settings.refresh_s is not None:
             headers.append(("Refresh", str(settings.refresh_s)))
         return RenderedPage(status=MAINTENANCE_STATUS, body=body, headers=tuple(headers))
 
     def _maintenance_context(
-        self, maintenance: Maintenance, *, until: datetime | None, dated: bool
+        self, maintenance: Maintenance, *, until: datetime | None, dated: bool, lang: str
     ) -> dict[str, Any]:
         settings = self._settings
         since = _utc(maintenance.since) if maintenance.since is not None else None
+        translations = self._catalogs.get(lang)
+        gettext = translations.gettext
+        reasons = [_reason(cause.reason, translations) for cause in maintenance.causes]
         return {
             "status": MAINTENANCE_STATUS,
-            "title": settings.title,
-            "message": settings.message,
+            "lang": lang,
+            "title": gettext(settings.title) if settings.title == DEFAULT_TITLE else settings.title,
+            "message": gettext(settings.message)
+            if settings.message == DEFAULT_MESSAGE
+            else settings.message,
             "contact": settings.contact,
             "contact_url": self._contact_url,
-            "reasons": [cause.reason for cause in maintenance.causes],
-            "reason": maintenance.reason or "",
+            "reasons": reasons,
+            "reason": "; ".join(reasons),
             "until": until,
             "until_iso": iso(until),
             "until_http": format_datetime(_ceil_to_second(until), usegmt=True)
             if until is not None
             else None,
-            "until_text": _human(until) if until is not None else None,
+            "until_text": _human(until, lang) if until is not None else None,
             "since_iso": iso(since),
             "retry_after_s": None if dated else settings.retry_after_s,
             "services": list(maintenance.affected_services) if settings.show_services else [],
             "show_services": settings.show_services,
             "refresh_s": settings.refresh_s,
+            "live": self._live,
         }
 
-    def _render(self, name: str, context: Mapping[str, Any], *, status: int, title: str) -> bytes:
+    def _render(
+        self, name: str, context: Mapping[str, Any], *, status: int, title: str, lang: str
+    ) -> bytes:
         """Render ``name``: the override if it works, else the built-in, else a bare line."""
-        if self._user_env is not None:
-            text, problem = self._try_render(self._user_env, name, context)
+        if self._user_loader is not None:
+            text, problem = self._try_render(self._env(user=True, lang=lang), name, context)
             if text is not None:
                 return text.encode()
             assert problem is not None
             self._report(problem, "%s; serving the built-in template instead", log.warning)
-        text, problem = self._try_render(self._builtin_env, name, context)
+        text, problem = self._try_render(self._env(user=False, lang=lang), name, context)
         if text is not None:
             return text.encode()
         assert problem is not None
@@ -378,7 +529,7 @@ class PageRenderer:
         self._reported.add(problem)
         emit(template, problem)
 
-    def _sample_contexts(self) -> list[tuple[str, dict[str, Any]]]:
+    def _sample_contexts(self, lang: str) -> list[tuple[str, dict[str, Any]]]:
         """Contexts as serving would build them, covering the optional values both ways."""
         now = datetime.now(UTC).replace(microsecond=0)
         # An outage has services but no end; a window has an end but no services.
@@ -410,20 +561,21 @@ class PageRenderer:
             for maintenance in (outage, window, OFF):  # OFF: no causes, no end, no start
                 until = maintenance.until
                 context = self._maintenance_context(
-                    maintenance, until=until, dated=until is not None
+                    maintenance, until=until, dated=until is not None, lang=lang
                 )
                 samples.append((name, context))
         for name in _ERROR_TEMPLATES.values():
             # One reason for all, so a problem that quotes the output is reported once.
             for status in (502, 504, 431):  # 431: ``temporary`` false
                 reason = "The upstream application did not answer in time."
-                samples.append((name, self._error_context(status, reason)))
+                samples.append((name, self._error_context(status, reason, lang)))
         return samples
 
 
-def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+def _environment(loader: jinja2.BaseLoader, translations: NullTranslations) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
+        extensions=["jinja2.ext.i18n"],
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm", "xml"), default_for_string=True, default=False
         ),
@@ -435,7 +587,27 @@ def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
         auto_reload=False,
     )
     env.policies["json.dumps_function"] = _dumps_json
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     return env
+
+
+def _page_headers(fmt: PageFormat, body: bytes, lang: str) -> list[tuple[str, str]]:
+    """``Content-Language`` for the pages people read, and the HTML page's CSP."""
+    if fmt is PageFormat.JSON:
+        return []
+    headers = [("Content-Language", lang)]
+    if fmt is PageFormat.HTML:
+        headers.append(("Content-Security-Policy", policy_for(body.decode("utf-8"))))
+    return headers
+
+
+def _reason(text: str, translations: NullTranslations) -> str:
+    """A reason of our own making (:data:`KNOWN_REASONS`) in the page's language."""
+    down = _SERVICES_DOWN.match(text)
+    if down is not None:
+        count = int(down.group(1))
+        return translations.ngettext(*SERVICES_DOWN, count) % {"num": count}
+    return translations.gettext(text) if text in KNOWN_REASONS else text
 
 
 def _dumps_json(value: Any, **kwargs: Any) -> str:
@@ -495,11 +667,19 @@ def _ceil_to_second(moment: datetime) -> datetime:
     return moment
 
 
-def _human(moment: datetime) -> str:
-    """Locale-independent, unambiguous: ``Friday 31 January 2025, 22:00 UTC``."""
+def _human(moment: datetime, lang: str = SOURCE_LANGUAGE) -> str:
+    """Unambiguous: ``Friday 31 January 2025, 22:00 UTC``; in another language the date as
+    Babel writes it in full (``Freitag, 31. Januar 2025, 22:00 UTC``) when Babel knows it."""
     minute = moment.replace(second=0, microsecond=0)
     if minute != moment:
         minute += timedelta(minutes=1)  # round up: never promise an earlier end
+    if lang != SOURCE_LANGUAGE:
+        try:
+            day = format_date(minute.date(), "full", locale=Locale.parse(lang, sep="-"))
+        except (ValueError, UnknownLocaleError):
+            pass
+        else:
+            return f"{day}, {minute:%H:%M} UTC"
     return (
         f"{_DAYS[minute.weekday()]} {minute.day} {_MONTHS[minute.month - 1]} {minute.year}, "
         f"{minute:%H:%M} UTC"

@@ -97,8 +97,10 @@ def error_response(
     renderer: PageRenderer, request: web.BaseRequest, status: int, reason: str
 ) -> web.Response:
     """The error page (502, 504, 413, 431...) for ``request``, in the format it accepts."""
-    fmt = negotiate(request.headers.get(hdrs.ACCEPT))
-    return page_response(renderer.error_page(status, reason, fmt))
+    headers = request.headers
+    fmt = negotiate(headers.get(hdrs.ACCEPT))
+    language = renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
+    return page_response(renderer.error_page(status, reason, fmt, language))
 
 
 def refusal_response(refused: Refusal, request: web.BaseRequest) -> web.StreamResponse:
@@ -134,7 +136,11 @@ def head_refused_response(
     read."""
     if status == UNSUPPORTED_VERSION.status:
         return refusal_response(UNSUPPORTED_VERSION, request)
-    page = renderer.error_page(status, reason, negotiate(request.headers.get(hdrs.ACCEPT)))
+    headers = request.headers
+    fmt = negotiate(headers.get(hdrs.ACCEPT))
+    page = renderer.error_page(
+        status, reason, fmt, renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
+    )
     response = PrebuiltResponse(status=page.status, head=page.wire_head, body=page.body)
     response.force_close()
     return response
@@ -243,9 +249,11 @@ class PublicHandler:
         decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
         if isinstance(decision, Block):
             s.metrics.requests.inc("block")
-            fmt = negotiate(request.headers.get(hdrs.ACCEPT))
+            headers = request.headers
+            fmt = negotiate(headers.get(hdrs.ACCEPT))
+            language = s.renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
             now = s.store.clock()
-            page = s.renderer.maintenance_page(state, fmt, now=now)
+            page = s.renderer.maintenance_page(state, fmt, now=now, language=language)
             if fits(request):
                 body = b"" if request.method == "HEAD" else page.body
                 return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)

@@ -100,7 +100,7 @@ class Runtime:
                 in_cluster=in_cluster,
                 identity_suffix=f"-{worker_index}" if worker_index is not None else "",
             )
-        self.renderer = PageRenderer(settings.page)
+        self.renderer = PageRenderer(settings.page, status_prefix=settings.status.prefix)
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.ports: BoundPorts | None = None

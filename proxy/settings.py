@@ -33,6 +33,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,6 +55,7 @@ from controller.settings import (
     empty_is_none,
     split_list,
 )
+from proxy.catalogs import available_languages, builtin_template_dir, language_tag
 from proxy.hopbyhop import HOP_BY_HOP
 from proxy.pathnorm import InvalidPath, normalize_path
 
@@ -368,6 +370,15 @@ class BypassSettings(SettingsGroup):
         return self
 
 
+def _zero_is_off(value: object) -> object:
+    """``0`` or empty switches an optional delay off (None)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "0")):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return None
+    return value
+
+
 class PageSettings(SettingsGroup):
     template_dir: OptionalPath = None
     """Directory whose templates override the built-in ones (same file names)."""
@@ -377,10 +388,28 @@ class PageSettings(SettingsGroup):
     """Shown on the page, e.g. a status-page URL or an e-mail address."""
     retry_after_s: int = Field(default=300, ge=0)
     """Retry-After seconds when the end of maintenance is not known."""
-    refresh_s: int | None = Field(default=None, ge=1)
-    """Adds a ``Refresh`` header to the HTML page so browsers retry by themselves."""
+    refresh_s: Annotated[int | None, BeforeValidator(_zero_is_off)] = Field(default=60, ge=0)
+    """Adds a ``Refresh`` header to the HTML page so browsers retry by themselves (pages
+    without JavaScript come back too); 0 or empty: no header."""
     show_services: bool = True
     """List affected service names on the page; switch off to keep them private."""
+    return_spread_s: float = Field(default=5.0, ge=0)
+    """When maintenance ends, each open page reloads after a random delay up to this, so
+    that thousands of pages do not all come back in the same second."""
+    default_language: str = "en"
+    """The page language when ``Accept-Language`` names none we have; ``en`` or a language
+    with a catalog (built-in: de, fr; or one in ``<template_dir>/locale``)."""
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, value: str, info: ValidationInfo) -> str:
+        tag = language_tag(value)
+        available = available_languages(builtin_template_dir(), info.data.get("template_dir"))
+        if tag is None or tag not in available:
+            raise ValueError(
+                f"no catalog for {value!r} (available: {', '.join(sorted(available))})"
+            )
+        return tag
 
 
 class ManagementSettings(SettingsGroup):

@@ -272,3 +272,34 @@ def test_the_prefix_stays_upper_case_and_null_stays_a_string() -> None:
     settings = load_settings({"mwm_upstream__url": "http://app:8000", "MWM_PAGE__CONTACT": "null"})
     assert str(settings.upstream.url) == "http://127.0.0.1:8000/"
     assert settings.page.contact == "null"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", None), ("", None), ("15", 15)])
+def test_the_page_refresh_is_on_by_default_and_0_or_empty_switches_it_off(
+    value: str, expected: int | None
+) -> None:
+    assert load_settings({}).page.refresh_s == 60
+    assert load_settings({"MWM_PAGE__REFRESH_S": value}).page.refresh_s == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MWM_PAGE__REFRESH_S", "-1"),
+        ("MWM_PAGE__REFRESH_S", "soon"),
+        ("MWM_PAGE__RETURN_SPREAD_S", "-0.5"),
+        ("MWM_PAGE__DEFAULT_LANGUAGE", "klingon"),
+        ("MWM_PAGE__DEFAULT_LANGUAGE", "../../etc"),
+    ],
+)
+def test_bad_page_settings_are_named(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({variable: value})
+
+    [problem] = raised.value.problems
+    assert problem.startswith(f"{variable}: ")
+
+
+def test_the_default_language_is_a_lower_case_tag_with_a_catalog() -> None:
+    assert load_settings({}).page.default_language == "en"
+    assert load_settings({"MWM_PAGE__DEFAULT_LANGUAGE": "DE"}).page.default_language == "de"

@@ -77,6 +77,8 @@ NON_DEFAULT: JsonObject = {
         "retry_after_s": 120,
         "refresh_s": 30,
         "show_services": False,
+        "return_spread_s": 2.5,
+        "default_language": "de",
     },
     "management": {
         "readiness_drain": True,

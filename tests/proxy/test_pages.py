@@ -116,7 +116,7 @@ def test_html_page_is_a_noindex_503_with_reasons_services_end_and_contact() -> N
     assert "Database upgrade" in html
     assert "<li>checkout</li>" in html
     assert '<a href="mailto:ops@example.com">ops@example.com</a>' in html
-    assert "<script" not in html  # works without scripts
+    assert "<script" not in html  # works without scripts (no status prefix given here)
     assert "prefers-color-scheme: dark" in html
 
 
@@ -124,8 +124,8 @@ def test_html_page_shows_a_known_end_as_machine_and_human_time() -> None:
     page = renderer().maintenance_page(state(window()), HTML, now=NOW)
 
     assert (
-        '<time datetime="2025-01-31T22:00:00Z">Friday 31 January 2025, 22:00 UTC</time>'
-        in text_of(page)
+        '<time id="mwm-until" datetime="2025-01-31T22:00:00Z">'
+        "Friday 31 January 2025, 22:00 UTC</time>" in text_of(page)
     )
 
 
@@ -182,7 +182,7 @@ def test_text_page() -> None:
     text = text_of(page)
     assert page.status == 503
     assert header(page, "Content-Type") == "text/plain; charset=utf-8"
-    assert text.startswith("503 Down for maintenance\n")
+    assert text.startswith("Down for maintenance\n")  # words for people, no status code
     assert "  - A critical service is unavailable\n" in text
     assert "  - checkout\n" in text
     assert "Contact: ops@example.com" in text
@@ -230,7 +230,7 @@ def test_maintenance_page_is_never_stored_and_varies_on_accept(fmt: PageFormat) 
     page = renderer().maintenance_page(state(window()), fmt, now=NOW)
 
     assert header(page, "Cache-Control") == "no-store"
-    assert header(page, "Vary") == "Accept"
+    assert header(page, "Vary") == "Accept, Accept-Language"
 
 
 @pytest.mark.parametrize(("fmt", "expected"), [(HTML, "30"), (JSON, None), (TEXT, None)], ids=str)
@@ -240,8 +240,15 @@ def test_refresh_header_only_on_html_when_configured(fmt: PageFormat, expected: 
     assert header(page, "Refresh") == expected
 
 
-def test_no_refresh_header_when_not_configured() -> None:
+def test_refresh_header_is_on_by_default() -> None:
     page = renderer().maintenance_page(state(window()), HTML, now=NOW)
+
+    assert header(page, "Refresh") == "60"
+
+
+@pytest.mark.parametrize("off", [0, "0", "", None])
+def test_zero_or_empty_refresh_sends_no_refresh_header(off: object) -> None:
+    page = renderer(refresh_s=off).maintenance_page(state(window()), HTML, now=NOW)
 
     assert header(page, "Refresh") is None
 
@@ -348,10 +355,16 @@ def test_page_follows_the_store() -> None:
 # --- upstream error pages -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "title"), [(502, "Bad Gateway"), (504, "Gateway Timeout")])
-def test_error_pages(status: int, title: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "title", "heading"),
+    [
+        (502, "Bad Gateway", "This site is not answering right now"),
+        (504, "Gateway Timeout", "This site is not answering right now"),
+    ],
+)
+def test_error_pages(status: int, title: str, heading: str) -> None:
     pages = renderer()
-    reason = "The upstream application did not answer."
+    reason = "upstream refused the connection"
 
     html = pages.error_page(status, reason, HTML)
     problem = pages.error_page(status, reason, JSON)
@@ -360,10 +373,14 @@ def test_error_pages(status: int, title: str) -> None:
     for page in (html, problem, text):
         assert page.status == status
         assert header(page, "Cache-Control") == "no-store"
-        assert header(page, "Vary") == "Accept"
-    assert f"<title>{status} {title}</title>" in text_of(html)
+        assert header(page, "Vary") == "Accept, Accept-Language"
+    # People read what happened in words; the technical reason is for programs and logs.
+    assert f"<title>{heading}</title>" in text_of(html)
+    assert f"<h1>{heading}</h1>" in text_of(html)
     assert '<meta name="robots" content="noindex">' in text_of(html)
-    assert reason in text_of(html)
+    assert reason not in text_of(html)
+    assert title not in text_of(html)
+    assert f"Error code: {status}" in text_of(html)
     assert problem_of(problem) == {
         "type": "about:blank",
         "title": title,
@@ -371,7 +388,9 @@ def test_error_pages(status: int, title: str) -> None:
         "detail": reason,
     }
     assert header(text, "Content-Type") == "text/plain; charset=utf-8"
-    assert text_of(text).startswith(f"{status} {title}\n\n{reason}\n")
+    assert text_of(text).startswith(f"{heading}\n\n")
+    assert reason not in text_of(text)
+    assert f"Error code: {status}\n" in text_of(text)
 
 
 def test_error_page_is_rendered_once() -> None:
@@ -418,7 +437,9 @@ def test_working_override_is_used(tmp_path: Path) -> None:
         "end": "2025-01-31T22:00:00Z",
         "services": [],
     }
-    assert text_of(pages.maintenance_page(state(window()), TEXT, now=NOW)).startswith("503 ")
+    assert text_of(pages.maintenance_page(state(window()), TEXT, now=NOW)).startswith(
+        "Down for maintenance\n"
+    )
 
 
 def test_overriding_only_the_layout_restyles_builtin_pages(tmp_path: Path) -> None:
@@ -516,7 +537,7 @@ def test_broken_error_override_still_serves_the_error_status(
     page = pages.error_page(504, "too slow", TEXT)
 
     assert page.status == 504
-    assert text_of(page).startswith("504 Gateway Timeout\n")
+    assert text_of(page).startswith("This site is not answering right now\n")
     assert len(page_warnings(caplog)) == 1
 
 
