@@ -12,7 +12,8 @@
     - <html data-mwm-live="stream|poll|off"> tells tests and people what it is doing;
       data-mwm-return="pending" once the reload is scheduled.
     - It shows the expected end (<time id="mwm-until">) in the visitor's time zone and
-      language, with the time left ("in 25 minutes"), updated every 30 s. -#}
+      the page's language (in the visitor's regional variant of it when the browser asks
+      for one), with the time left ("in 25 minutes"), updated every 30 s. -#}
 {% raw %}
 (function () {
   "use strict";
@@ -25,6 +26,20 @@
     return;
   }
   var lang = root.getAttribute("lang") || undefined;
+  // Dates in the page's language, formatted as the visitor's own variant of it when the
+  // browser prefers one (en-GB: 24-hour clock; de-AT: Jänner), else the language alone.
+  var locales = [];
+  var preferred = typeof navigator === "undefined" ? [] :
+    navigator.languages || [navigator.language];
+  for (var i = 0; i < preferred.length; i++) {
+    var tag = preferred[i];
+    if (tag && lang && tag.split("-")[0].toLowerCase() === lang.split("-")[0].toLowerCase()) {
+      locales.push(tag);
+    }
+  }
+  if (lang) {
+    locales.push(lang);
+  }
   var returning = false;
   var source = null;
   var pollTimer = null;
@@ -152,13 +167,13 @@
     }
     var text;
     try {
-      text = new Intl.DateTimeFormat(lang, {
+      text = new Intl.DateTimeFormat(locales, {
         weekday: "long", year: "numeric", month: "long", day: "numeric",
         hour: "2-digit", minute: "2-digit", timeZoneName: "short"
       }).format(end);
       if (Intl.RelativeTimeFormat) {
         var minutes = Math.round((end.getTime() - Date.now()) / 60000);
-        var relative = new Intl.RelativeTimeFormat(lang, {numeric: "auto"});
+        var relative = new Intl.RelativeTimeFormat(locales, {numeric: "auto"});
         var left;
         if (Math.abs(minutes) < 90) {
           left = relative.format(minutes, "minute");
