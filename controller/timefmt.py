@@ -71,6 +71,14 @@ class TimeFormatError(ValueError):
         """Why a well-formed text is still refused (``day is out of range for month``)."""
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, for showing it; a naive one is taken as UTC already (the sources
+    produce UTC; a reader is lenient where a writer, :func:`rfc3339`, is not)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def rfc3339(moment: datetime, *, micro: bool = False) -> str:
     """``moment`` in UTC as ``2026-12-01T10:00:00Z``; with ``micro``, always six fraction
     digits (``2026-12-01T10:00:00.000000Z``, a Kubernetes ``MicroTime``).

@@ -28,10 +28,10 @@ FIXED = (
     "connect-src 'self'",
     "img-src 'self' data:",
     "base-uri 'none'",
-    "form-action 'none'",
     "frame-ancestors 'none'",
 )
-"""The directives every page gets besides ``default-src``, ``script-src`` and ``style-src``."""
+"""The directives every page gets besides ``default-src``, ``script-src``, ``style-src`` and
+``form-action``."""
 
 
 def source_hash(text: str) -> str:
@@ -55,13 +55,17 @@ def inline_hashes(html: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(scripts), tuple(styles)
 
 
-def policy_for(html: str) -> str:
-    """The whole ``Content-Security-Policy`` header value for the page ``html``."""
+def policy_for(html: str, *, form_action: str = _NONE) -> str:
+    """The whole ``Content-Security-Policy`` header value for the page ``html``.
+
+    ``form_action``: where the page's forms may submit; nowhere for the public pages (they
+    have no form), ``'self'`` for the dashboard."""
     scripts, styles = inline_hashes(html)
     directives = (
         f"default-src {_NONE}",
         f"script-src {' '.join(scripts) or _NONE}",
         f"style-src {' '.join(styles) or _NONE}",
+        f"form-action {form_action}",
         *FIXED,
     )
     return "; ".join(directives)

@@ -11,7 +11,7 @@ The page shows what ``/status`` shows and nothing more (it is on the management 
 too); the admin token is never in it.  It is rendered per request (a management page,
 not a hot path) and sent with a Content-Security-Policy that allows exactly the inline
 ``<script>`` and ``<style>`` elements of the rendered body, by their SHA-256 hashes
-(:func:`content_security_policy`), so an operator's override may change them freely.
+(:func:`proxy.csp.policy_for`), so an operator's override may change them freely.
 
 Template: ``dashboard.html``, overridable in ``MWM_PAGE__TEMPLATE_DIR`` like the pages.
 A failing override (syntax error, unknown variable...) never breaks the listener: the
@@ -35,13 +35,10 @@ Template context:
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +54,8 @@ from controller.snapshot import (
     Window,
 )
 from controller.store import SnapshotStore, State
-from controller.timefmt import rfc3339_or_none
+from controller.timefmt import as_utc, rfc3339_or_none
+from proxy.csp import policy_for
 from proxy.history import Transition, TransitionHistory, summarize
 from proxy.metrics import BypassCounts
 from proxy.settings import ManagementSettings, PageSettings, env_name
@@ -114,7 +112,7 @@ class Dashboard:
         headers = (
             ("Content-Type", "text/html; charset=utf-8"),
             ("Cache-Control", "no-store"),
-            ("Content-Security-Policy", content_security_policy(body.decode())),
+            ("Content-Security-Policy", policy_for(body.decode(), form_action="'self'")),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
             ("X-Frame-Options", "DENY"),
@@ -137,7 +135,7 @@ def dashboard_context(
     transitions: list[Transition],
 ) -> dict[str, Any]:
     """The template context (documented above) for ``state`` at ``now``."""
-    now = _utc(now)
+    now = as_utc(now)
     maintenance = state.maintenance
     return {
         "state": {
@@ -295,79 +293,15 @@ def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     return env
 
 
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _iso(moment: datetime | None) -> str:
-    return rfc3339_or_none(_utc(moment) if moment is not None else None) or ""
+    return rfc3339_or_none(as_utc(moment) if moment is not None else None) or ""
 
 
 def utc_text(moment: datetime | None) -> str:
     """``2026-12-07 08:30:00 UTC``: what the live script writes for the same instant."""
     if moment is None:
         return ""
-    return f"{_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
-
-
-class _InlineCode(HTMLParser):
-    """Collects the text of every ``<script>`` and ``<style>`` element."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=False)
-        self.found: dict[str, list[str]] = {"script": [], "style": []}
-        self._open: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.found:
-            self._open, self._text = tag, []
-
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == self._open:
-            self.found[tag].append("".join(self._text))
-            self._open = None
-
-
-def inline_code(html: str) -> dict[str, list[str]]:
-    """``{"script": [...], "style": [...]}``: the text of each inline element, in order."""
-    parser = _InlineCode()
-    parser.feed(html)
-    parser.close()
-    return parser.found
-
-
-def _sources(texts: list[str]) -> str:
-    if not texts:
-        return "'none'"
-    digests = dict.fromkeys(
-        "'sha256-" + base64.b64encode(hashlib.sha256(t.encode()).digest()).decode() + "'"
-        for t in texts
-    )
-    return " ".join(digests)
-
-
-def content_security_policy(html: str) -> str:
-    """Nothing but this page's own inline script and style, and requests to its own origin."""
-    code = inline_code(html)
-    return "; ".join(
-        (
-            "default-src 'none'",
-            f"script-src {_sources(code['script'])}",
-            f"style-src {_sources(code['style'])}",
-            "connect-src 'self'",
-            "img-src 'self'",
-            "form-action 'self'",
-            "frame-ancestors 'none'",
-            "base-uri 'none'",
-        )
-    )
+    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _sample_state() -> State:

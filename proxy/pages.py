@@ -88,6 +88,7 @@ from babel.support import NullTranslations
 
 from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
 from controller.store import State
+from controller.timefmt import as_utc
 from controller.timefmt import rfc3339_or_none as iso
 from proxy.catalogs import SOURCE_LANGUAGE, Catalogs, load_catalogs
 from proxy.catalogs import builtin_template_dir as builtin_template_dir
@@ -381,11 +382,11 @@ class PageRenderer:
         self, maintenance: Maintenance, fmt: PageFormat, *, now: datetime, lang: str
     ) -> RenderedPage:
         settings = self._settings
-        until = _utc(maintenance.until) if maintenance.until is not None else None
+        until = as_utc(maintenance.until) if maintenance.until is not None else None
         # The HTTP-date form is exact because the page is re-rendered when the state
         # changes; an end already past (a clock edge) falls back to the configured delay.
         retry_after, dated = str(settings.retry_after_s), False
-        if until is not None and _ceil_to_second(until) > _utc(now):
+        if until is not None and _ceil_to_second(until) > as_utc(now):
             retry_after, dated = format_datetime(_ceil_to_second(until), usegmt=True), True
         context = self._maintenance_context(maintenance, until=until, dated=dated, lang=lang)
         body = self._render(
@@ -412,7 +413,7 @@ class PageRenderer:
         self, maintenance: Maintenance, *, until: datetime | None, dated: bool, lang: str
     ) -> dict[str, Any]:
         settings = self._settings
-        since = _utc(maintenance.since) if maintenance.since is not None else None
+        since = as_utc(maintenance.since) if maintenance.since is not None else None
         translations = self._catalogs.get(lang)
         gettext = translations.gettext
         reasons = [_reason(cause.reason, translations) for cause in maintenance.causes]
@@ -619,7 +620,7 @@ def _json_default(value: object) -> object:
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises UndefinedError naming the variable
     if isinstance(value, datetime):
-        return iso(_utc(value))
+        return iso(as_utc(value))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -652,12 +653,6 @@ def _contact_url(contact: str) -> str | None:
     if at and local and "." in domain and not any(c.isspace() or c in ":/?" for c in text):
         return f"mailto:{text}"
     return None
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)  # the sources produce UTC; be lenient with naive
-    return moment.astimezone(UTC)
 
 
 def _ceil_to_second(moment: datetime) -> datetime:

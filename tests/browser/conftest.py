@@ -66,6 +66,25 @@ def app() -> web.Application:
     return application
 
 
+def probed_state_file(tmp_path: Path, upstream: TestServer) -> Path:
+    """A local state file with one critical service, ``shop``, probed at the app's
+    ``/healthz`` every second: it turns not ready (and maintenance on) at the first failure."""
+    path = tmp_path / "state.yaml"
+    path.write_text(
+        "spec:\n"
+        "  services:\n"
+        "    - name: shop\n"
+        "      critical: true\n"
+        "      probe:\n"
+        f"        http: {{url: '{upstream.make_url('/healthz')}', expectStatus: [200]}}\n"
+        "        intervalSeconds: 1\n"
+        "        timeoutSeconds: 1\n"
+        "        failureThreshold: 1\n"
+        "        successThreshold: 1\n"
+    )
+    return path
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[TestServer]:
     server = TestServer(app(), host="127.0.0.1")

@@ -7,27 +7,16 @@ from pathlib import Path
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import HEALTHY, axe_violations, describe, screenshot
+from tests.browser.conftest import (
+    HEALTHY,
+    axe_violations,
+    describe,
+    probed_state_file,
+    screenshot,
+)
 from tests.conftest import ADMIN_TOKEN, ProxyFactory, RunningProxy
 
 ROW = "tr[data-service$='/shop'] td.ready"
-
-
-def state_file(tmp_path: Path, upstream: TestServer) -> Path:
-    path = tmp_path / "state.yaml"
-    path.write_text(
-        "spec:\n"
-        "  services:\n"
-        "    - name: shop\n"
-        "      critical: true\n"
-        "      probe:\n"
-        f"        http: {{url: '{upstream.make_url('/healthz')}', expectStatus: [200]}}\n"
-        "        intervalSeconds: 1\n"
-        "        timeoutSeconds: 1\n"
-        "        failureThreshold: 1\n"
-        "        successThreshold: 1\n"
-    )
-    return path
 
 
 async def open_dashboard(proxy: RunningProxy, browser: Browser) -> Page:
@@ -42,7 +31,9 @@ async def open_dashboard(proxy: RunningProxy, browser: Browser) -> Page:
 async def test_the_dashboard_follows_a_service_down_and_up_without_a_reload(
     start_proxy: ProxyFactory, browser: Browser, upstream: TestServer, tmp_path: Path
 ) -> None:
-    proxy = await start_proxy({"MWM_SOURCE__LOCAL__FILE": str(state_file(tmp_path, upstream))})
+    proxy = await start_proxy(
+        {"MWM_SOURCE__LOCAL__FILE": str(probed_state_file(tmp_path, upstream))}
+    )
     await proxy.wait_for(lambda s: any(svc.ready for svc in s.snapshot.services), timeout_s=10)
     page = await open_dashboard(proxy, browser)
     await page.evaluate("window.sameDocument = true")
@@ -82,7 +73,9 @@ async def test_the_dashboard_switch_needs_the_token(
 async def test_the_dashboard_has_no_accessibility_violation(
     start_proxy: ProxyFactory, browser: Browser, upstream: TestServer, tmp_path: Path
 ) -> None:
-    proxy = await start_proxy({"MWM_SOURCE__LOCAL__FILE": str(state_file(tmp_path, upstream))})
+    proxy = await start_proxy(
+        {"MWM_SOURCE__LOCAL__FILE": str(probed_state_file(tmp_path, upstream))}
+    )
     await proxy.switch(enabled=True, reason="Upgrading the database")
     page = await open_dashboard(proxy, browser)
     violations = await axe_violations(page)

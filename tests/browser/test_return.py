@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import APP_HEADING, HEALTHY, screenshot
+from tests.browser.conftest import APP_HEADING, HEALTHY, probed_state_file, screenshot
 from tests.conftest import ProxyFactory, RunningProxy
 
 SPREAD_S = 1.0
@@ -47,19 +47,7 @@ async def test_an_open_page_returns_to_the_app_after_mwm_off(
 async def test_an_open_page_returns_when_a_probe_recovers(
     start_proxy: ProxyFactory, browser: Browser, upstream: TestServer, tmp_path: Path
 ) -> None:
-    state_file = tmp_path / "state.yaml"
-    state_file.write_text(
-        "spec:\n"
-        "  services:\n"
-        "    - name: shop\n"
-        "      critical: true\n"
-        "      probe:\n"
-        f"        http: {{url: '{upstream.make_url('/healthz')}', expectStatus: [200]}}\n"
-        "        intervalSeconds: 1\n"
-        "        timeoutSeconds: 1\n"
-        "        failureThreshold: 1\n"
-        "        successThreshold: 1\n"
-    )
+    state_file = probed_state_file(tmp_path, upstream)
     upstream.app[HEALTHY][0] = False
     proxy = await start_proxy(
         {"MWM_PAGE__RETURN_SPREAD_S": str(SPREAD_S), "MWM_SOURCE__LOCAL__FILE": str(state_file)}
