@@ -16,6 +16,7 @@ can re-evaluate exactly then instead of per request.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,31 @@ class CauseKind(enum.StrEnum):
     WINDOW = "Window"
 
 
+class Mode(enum.StrEnum):
+    """How much of the traffic a maintenance stops (spelled as in the ServiceChecker)."""
+
+    FULL = "full"
+    """Every request it applies to gets the page."""
+    READ_ONLY = "readOnly"
+    """Only writes get the page: safe methods (:data:`SAFE_METHODS`) pass."""
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods a read-only maintenance lets through (RFC 9110 §9.2.1; ``TRACE`` is refused
+everywhere anyway).  A websocket upgrade is a ``GET`` but counts as a write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A part of the site that depends on a service: a segment-wise path prefix on the
+    normalized path (``/checkout`` covers ``/checkout`` and ``/checkout/pay``, not
+    ``/checkouts``), optionally only for some methods."""
+
+    path_prefix: str
+    methods: frozenset[str] = frozenset()
+    """Upper-case method names; empty: every method."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceState:
     """One watched service as the sources last saw it."""
@@ -54,6 +80,14 @@ class ServiceState:
     last_transition: datetime | None = None
     stale: bool = False
     """True when the source could not confirm this state recently (last known kept)."""
+    routes: tuple[Route, ...] = ()
+    """The routes that need this service: while it is not ready only they get the page.
+    Empty: a critical service stops the whole site, a non-critical one nothing."""
+    mode: Mode = Mode.FULL
+    """What its outage stops: everything in its scope, or only writes (``readOnly``)."""
+    hold_seconds: float | None = None
+    """Hold requests that would get the page for at most this long after it went down
+    (released if it recovers in time); None: the global setting decides."""
 
     @property
     def ready(self) -> bool:
@@ -77,6 +111,7 @@ class ManualSwitch:
     reason: str | None = None
     until: datetime | None = None
     since: datetime | None = None
+    mode: Mode = Mode.FULL
 
     def active_at(self, now: datetime) -> bool:
         return self.enabled and (self.until is None or now < self.until)
@@ -92,6 +127,7 @@ class Window:
     reason: str | None = None
     announce_seconds: int | None = None
     """How long before ``start`` the window is announced; None or 0: never."""
+    mode: Mode = Mode.FULL
 
     def open_at(self, now: datetime) -> bool:
         return self.start <= now < self.end
@@ -139,6 +175,10 @@ class Cause:
     since: datetime | None = None
     until: datetime | None = None
     services: tuple[str, ...] = ()
+    mode: Mode = Mode.FULL
+    """``readOnly``: this cause stops only writes."""
+    routes: tuple[Route, ...] = ()
+    """The routes this cause stops; empty: the whole site."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +298,8 @@ def merge_services(states: Iterable[ServiceState]) -> tuple[ServiceState, ...]:
         if previous is None:
             merged[state.key] = state
         elif state.critical and not previous.critical:
-            merged[state.key] = ServiceState(
-                name=previous.name,
-                namespace=previous.namespace,
-                critical=True,
-                ready_endpoints=previous.ready_endpoints,
-                total_endpoints=previous.total_endpoints,
-                reason=previous.reason,
-                min_ready=max(previous.min_ready, state.min_ready),
-                last_transition=previous.last_transition,
-                stale=previous.stale,
+            merged[state.key] = dataclasses.replace(
+                previous, critical=True, min_ready=max(previous.min_ready, state.min_ready)
             )
     return tuple(merged[key] for key in sorted(merged))
 
