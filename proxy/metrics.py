@@ -151,6 +151,10 @@ class Metrics:
         """Keyed by status: 408, 413, 414, 431."""
         self.header_timeouts = counter("mwm_header_timeouts_total")
         self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
+        self.hold_outcomes: _Children[str] = _Children(
+            counter("mwm_hold_outcomes_total", ("outcome",))
+        )
+        """Keyed by outcome: released, failed, rejected, gone."""
         subscribers = Gauge(
             "mwm_status_subscribers",
             _HELP["mwm_status_subscribers"],
@@ -169,10 +173,6 @@ class Metrics:
             multiprocess_mode="livesum",  # the live workers' held requests summed
         ).set
         """Set to the number of requests held now (:mod:`proxy.hold`)."""
-        self.hold_outcomes: _Children[str] = _Children(
-            counter("mwm_hold_outcomes_total", ("outcome",))
-        )
-        """Keyed by outcome: released, failed, rejected, gone."""
         self._state: State | None = None
         if shared is not None:
             own.register(_SharedCounters(shared))

@@ -531,7 +531,8 @@ class HoldSettings(SettingsGroup):
     """How long to hold requests after a critical service without a ``holdSeconds`` of its
     own goes down, in seconds; 0: not held."""
     max_requests: int = Field(default=1000, ge=0)
-    """Requests held at once per worker process; beyond it a request gets the page at once."""
+    """Requests held at once per worker process; beyond it a request gets the page at once.
+    0 switches holding off (a service's ``holdSeconds`` too)."""
     max_body_bytes: int = Field(default=65536, ge=0)
     """A request is held only if its body is at most this long (its ``Content-Length``;
     a chunked body of unknown length is never held): the page at once otherwise.  The
