@@ -120,14 +120,17 @@ class Holds:
         self._max_body_bytes = settings.max_body_bytes
         self._store = store
         self._metrics = metrics
-        self._count = 0
+        self._held: set[_Held] = set()
         self._connections: dict[object, set[_Held]] = {}
         """The held requests per connection that has held one, until the connection ends."""
+        self._closed = False
 
-    @property
-    def held(self) -> int:
-        """Requests held now."""
-        return self._count
+    def close(self) -> None:
+        """On shutdown: every held request gets the page now, and no request is held any
+        more (they would hold the drain)."""
+        self._closed = True
+        for held in self._held:
+            _end_now(held)
 
     async def hold(
         self, request: web.BaseRequest, state: State, blocked: Block, redecide: Redecide
@@ -136,11 +139,11 @@ class Holds:
         decision to act on (the page for a :class:`Block`, else forward), or None when the
         client has gone while held (answer nothing)."""
         deadline = self._deadline(blocked, state)
-        if deadline is None:
+        if deadline is None or self._closed:
             return state, blocked
         length = request.content_length
         if (
-            self._count >= self._max_requests
+            len(self._held) >= self._max_requests
             or (length is None and request.body_exists)
             or (length is not None and length > self._max_body_bytes)
         ):
@@ -154,8 +157,8 @@ class Holds:
         connection: object = request.protocol
         holding = self._watch(connection)
         holding.add(held)
-        self._count += 1
-        self._metrics.held_requests(self._count)
+        self._held.add(held)
+        self._metrics.held_requests(len(self._held))
         outcome = HoldOutcome.FAILED
         decision: Decision = blocked
         try:
@@ -163,6 +166,9 @@ class Holds:
                 held.timeout = timeout
                 while True:
                     state = await self._store.wait_for_change(state.generation)
+                    if held.gone:  # lost as the change arrived: its timeout has not fired yet
+                        outcome = HoldOutcome.GONE
+                        break
                     decision = redecide(state)
                     if not isinstance(decision, Block):
                         outcome = HoldOutcome.RELEASED
@@ -176,8 +182,8 @@ class Holds:
                 outcome = HoldOutcome.GONE
         finally:
             holding.discard(held)
-            self._count -= 1
-            self._metrics.held_requests(self._count)
+            self._held.discard(held)
+            self._metrics.held_requests(len(self._held))
         self._metrics.hold_outcomes.inc(outcome)
         if outcome is HoldOutcome.GONE:
             return None
@@ -208,8 +214,13 @@ class Holds:
         return holding
 
     def _lost(self, connection: object) -> None:
-        now = asyncio.get_running_loop().time()
         for held in self._connections.pop(connection, ()):
             held.gone = True
-            if held.timeout is not None and not held.timeout.expired():
-                held.timeout.reschedule(now)
+            _end_now(held)
+
+
+def _end_now(held: _Held) -> None:
+    """End the wait of ``held`` now (its timeout fires at once)."""
+    timeout = held.timeout
+    if timeout is not None and not timeout.expired():
+        timeout.reschedule(asyncio.get_running_loop().time())

@@ -84,6 +84,9 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     streams: list[Broadcaster] = field(default_factory=list)
     """The status streams of both listeners, closed by the runtime on shutdown."""
+    holds: Holds | None = None
+    """The held requests of the public listener (:mod:`proxy.hold`), ended by the runtime
+    on shutdown; None when holding is off."""
 
 
 SERVICES_KEY = web.AppKey("services", Services)
@@ -195,7 +198,7 @@ class PublicHandler:
         self._cookie_token = token.get_secret_value().encode() if token else None
         header = settings.status.announce_header
         self._announce = AnnounceHeader(header) if header is not None else None
-        self._holds = (
+        self._holds = services.holds = (
             Holds(settings.hold, services.store, services.metrics)
             if settings.hold.max_requests > 0
             else None

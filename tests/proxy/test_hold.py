@@ -364,3 +364,17 @@ def test_hold_deadline_is_the_earliest_of_the_down_services() -> None:
         hold_seconds=30,
     )
     assert hold_deadline([down], [db, unknown_since], default_s=0) is None
+
+
+async def test_held_requests_get_the_page_at_once_on_shutdown(
+    start_proxy: ProxyFactory, app: App
+) -> None:
+    proxy, held = await started(start_proxy)
+    went_down(proxy)
+    waiting = asyncio.create_task(fetch(proxy, "/"))
+    await held.until(1)
+    proxy.runtime.request_stop()
+    async with asyncio.timeout(AT_ONCE_S):  # not at the end of its 60 s hold
+        status, _ = await waiting
+    assert status == 503
+    assert app.paths == []
