@@ -124,6 +124,8 @@ class Holds:
         self._connections: dict[object, set[_Held]] = {}
         """The held requests per connection that has held one, until the connection ends."""
         self._closed = False
+        self._last: tuple[int, tuple[Cause, ...], datetime | None] | None = None
+        """The deadline last computed: (generation, causes, deadline)."""
 
     def close(self) -> None:
         """On shutdown: every held request gets the page now, and no request is held any
@@ -191,9 +193,13 @@ class Holds:
 
     def _deadline(self, blocked: Block, state: State) -> float | None:
         """The loop time until which the request may be held, or None if it may not be."""
-        end = hold_deadline(
-            blocked.maintenance.causes, state.snapshot.services, default_s=self._default_s
-        )
+        causes = blocked.maintenance.causes
+        cached = self._last
+        if cached is not None and cached[0] == state.generation and cached[1] == causes:
+            end = cached[2]  # the page path stays a few comparisons per request
+        else:
+            end = hold_deadline(causes, state.snapshot.services, default_s=self._default_s)
+            self._last = (state.generation, causes, end)
         if end is None:
             return None
         remaining = (end - self._store.clock()).total_seconds()
