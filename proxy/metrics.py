@@ -27,7 +27,8 @@ collector yields it or not; a plain gauge could not disappear, and a placeholder
 would read as a date); ``mwm_next_window_announced`` is always there, 0 or 1.  The open
 status streams (``mwm_status_subscribers{listener}``) are each worker's own, so that gauge is
 kept in the files like the counters, in ``livesum`` mode: the live workers' streams summed
-(the parent removes the file of a worker that died, :mod:`proxy.workers`).  The
+(the parent removes the file of a worker that died, :mod:`proxy.workers`); so are the held
+requests (``mwm_held_requests``, :mod:`proxy.hold`).  The
 process metrics (``process_*``) are the answering process's own with one worker, and
 every live worker's, labelled ``worker="<index>"``, with several.
 """
@@ -80,6 +81,12 @@ _HELP = {
     ),
     "mwm_next_window_announced": "1 while the next scheduled window is being announced.",
     "mwm_status_subscribers": "Open status streams (Server-Sent Events), by listener.",
+    "mwm_held_requests": "Requests held now, waiting for a critical service to come back.",
+    "mwm_hold_outcomes_total": (
+        "Held or holdable requests, by outcome: released to the upstream, failed (the page "
+        "at the deadline), rejected (the page at once: over the limit or a large body), "
+        "gone (the client left)."
+    ),
 }
 
 K = TypeVar("K")
@@ -144,6 +151,10 @@ class Metrics:
         """Keyed by status: 408, 413, 414, 431."""
         self.header_timeouts = counter("mwm_header_timeouts_total")
         self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
+        self.hold_outcomes: _Children[str] = _Children(
+            counter("mwm_hold_outcomes_total", ("outcome",))
+        )
+        """Keyed by outcome: released, failed, rejected, gone."""
         subscribers = Gauge(
             "mwm_status_subscribers",
             _HELP["mwm_status_subscribers"],
@@ -155,6 +166,13 @@ class Metrics:
             listener: subscribers.labels(listener).set for listener in ("public", "management")
         }
         """The ``set`` of the gauge's series per listener, ``public`` and ``management``."""
+        self.held_requests: Callable[[float], None] = Gauge(
+            "mwm_held_requests",
+            _HELP["mwm_held_requests"],
+            registry=counters,
+            multiprocess_mode="livesum",  # the live workers' held requests summed
+        ).set
+        """Set to the number of requests held now (:mod:`proxy.hold`)."""
         self._state: State | None = None
         if shared is not None:
             own.register(_SharedCounters(shared))

@@ -42,6 +42,7 @@ from proxy.cookie import cookie_values
 from proxy.decision import Block, Bypass, RequestView, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
+from proxy.hold import Holds
 from proxy.hopbyhop import ROUTING_HEADERS
 from proxy.metrics import Metrics
 from proxy.negotiation import negotiate
@@ -83,6 +84,9 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     streams: list[Broadcaster] = field(default_factory=list)
     """The status streams of both listeners, closed by the runtime on shutdown."""
+    holds: Holds | None = None
+    """The held requests of the public listener (:mod:`proxy.hold`), ended by the runtime
+    on shutdown; None when holding is off."""
 
 
 SERVICES_KEY = web.AppKey("services", Services)
@@ -194,6 +198,11 @@ class PublicHandler:
         self._cookie_token = token.get_secret_value().encode() if token else None
         header = settings.status.announce_header
         self._announce = AnnounceHeader(header) if header is not None else None
+        self._holds = services.holds = (
+            Holds(settings.hold, services.store, services.metrics)
+            if settings.hold.max_requests > 0
+            else None
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         refused = refusal(
@@ -246,7 +255,19 @@ class PublicHandler:
             s.metrics.requests.inc("forward")
             return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
-        decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
+        view = self._view(request, path)
+        decision = decide(view, state.maintenance, s.policy, now=time.time())
+        if isinstance(decision, Block) and self._holds is not None:
+            # Hold-then-fail (proxy.hold): wait for a service that has just gone down.
+            held = await self._holds.hold(
+                request,
+                state,
+                decision,
+                lambda new: decide(view, new.maintenance, s.policy, now=time.time()),
+            )
+            if held is None:  # the client has gone
+                return web.Response(status=499, reason="Client Closed Request")
+            state, decision = held
         if isinstance(decision, Block):
             s.metrics.requests.inc("block")
             headers = request.headers

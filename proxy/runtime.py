@@ -11,7 +11,8 @@ Shutdown order on SIGTERM (the signal handler only sets an event):
 2. stop accepting on the public listener (logged once it is closed), close relayed
    websockets with 1001 (going away) both ways, and let in-flight requests finish for up
    to ``drain_timeout_s`` (aiohttp's graceful shutdown), then close what is left; status
-   streams (both listeners) end at once, their last chunk written;
+   streams (both listeners) end at once, their last chunk written, and held requests
+   (:mod:`proxy.hold`) get the page at once;
    Meanwhile, in a cluster, the leader writes any pending status at once and releases its
    Lease, so another replica takes over the writing at its next attempt (also bounded by
    ``drain_timeout_s``);
@@ -234,6 +235,8 @@ class Runtime:
                     forwarder.close_websockets()
                     for stream in services.streams:
                         stream.close()  # status streams end now: they never hold the drain
+                    if services.holds is not None:
+                        services.holds.close()  # held requests get the page now
                     await public.cleanup()
                     if handover is not None:
                         await handover  # bounded by the drain timeout itself

@@ -521,6 +521,25 @@ class StatusSettings(SettingsGroup):
         return value
 
 
+class HoldSettings(SettingsGroup):
+    """Hold-then-fail: while a critical service has just become not ready, requests that
+    would get the page wait (held, up to its ``holdSeconds`` or ``seconds`` here, counted
+    from the moment it went down) and go to the upstream if it recovers in time, else get
+    the page.  A manual switch or a window is never held."""
+
+    seconds: float = Field(default=0.0, ge=0)
+    """How long to hold requests after a critical service without a ``holdSeconds`` of its
+    own goes down, in seconds; 0: not held."""
+    max_requests: int = Field(default=1000, ge=0)
+    """Requests held at once per worker process; beyond it a request gets the page at once.
+    0 switches holding off (a service's ``holdSeconds`` too)."""
+    max_body_bytes: int = Field(default=65536, ge=0)
+    """A request is held only if its body is at most this long (its ``Content-Length``;
+    a chunked body of unknown length is never held): the page at once otherwise.  The
+    body is not read while held: it waits in the connection, so this bounds what a held
+    request can make the proxy keep."""
+
+
 class ShutdownSettings(SettingsGroup):
     prestop_delay_s: float = Field(default=0.0, ge=0)
     """After SIGTERM, report not-ready this long before refusing new connections."""
@@ -577,6 +596,7 @@ class Settings(BaseSettings):
     page: PageSettings = Field(default_factory=PageSettings)
     management: ManagementSettings = Field(default_factory=ManagementSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    hold: HoldSettings = Field(default_factory=HoldSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)

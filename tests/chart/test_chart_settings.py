@@ -94,6 +94,7 @@ NON_DEFAULT: JsonObject = {
         "max_subscribers": 500,
         "stream_retry_s": 2.5,
     },
+    "hold": {"seconds": 7.5, "max_requests": 200, "max_body_bytes": 4096},
     "shutdown": {"prestop_delay_s": 3, "drain_timeout_s": 20.5},
     "log": {"level": "DEBUG", "format": "json", "access_log": True},
     "source": {
