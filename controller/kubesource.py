@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.checker import Checker, CheckerError, parse_checker
+from controller.checker import Checker, CheckerError, ServiceRef, parse_checker
 from controller.endpoints import SERVICE_NAME_LABEL, count_endpoints, service_of
 from controller.kube import (
     CONFIGMAPS,
@@ -55,6 +55,7 @@ from controller.kube import (
 from controller.settings import FailSafe, KubernetesSourceSettings
 from controller.snapshot import (
     ManualSwitch,
+    Mode,
     ServiceReason,
     ServiceState,
     Window,
@@ -322,23 +323,24 @@ class KubernetesSource:
         data = (objects[0].get("data") or {}) if objects else {}
         raw = data.get(self.settings.configmap_key)
         value = str(raw).strip().lower() if raw is not None else "false"
-        if value not in ("true", "false"):
+        if value not in ("true", "false", "readonly"):
             problem = (
                 f"ConfigMap {self.namespace}/{name}: {self.settings.configmap_key} must be "
-                f'"true" or "false", got {raw!r}; keeping the last valid value'
+                f'"true", "false" or "readOnly", got {raw!r}; keeping the last valid value'
             )
             if problem != self._configmap_problem:
                 log.error(problem)
             self._configmap_problem = problem
             return
         self._configmap_problem = None
-        enabled = value == "true"
+        enabled = value != "false"
         reason = data.get("MAINTENANCE_REASON") or f"Switched on in ConfigMap {name}"
         self._configmap_switch = ManualSwitch(
             source=source,
             enabled=enabled,
             reason=str(reason) if enabled else None,
             since=self._since(source, enabled),
+            mode=Mode.READ_ONLY if value == "readonly" else Mode.FULL,
         )
 
     def _since(self, source: str, enabled: bool) -> datetime | None:
@@ -492,15 +494,25 @@ class KubernetesSource:
                 if owner is not None:
                     by_service.setdefault(owner, []).append(endpoint_slice)
         self._slices_by_service = by_service
-        refs: dict[tuple[str, str], tuple[bool, int]] = {}
-        for checker in self.checkers.values():
+        refs: dict[tuple[str, str], ServiceRef] = {}
+        for checker in sorted(self.checkers.values(), key=lambda c: c.key):
             for ref in checker.services:
-                critical, min_ready = refs.get(ref.key, (False, 1))
-                refs[ref.key] = (critical or ref.critical, max(min_ready, ref.min_ready))
+                previous = refs.get(ref.key)
+                refs[ref.key] = ref if previous is None else previous.merged(ref)
         states = []
-        for (namespace, name), (critical, min_ready) in sorted(refs.items()):
-            observed = self._observe(namespace, name, critical=critical, min_ready=min_ready)
-            states.append(self._debounce(observed))
+        for (namespace, name), ref in sorted(refs.items()):
+            observed = self._observe(
+                namespace, name, critical=ref.critical, min_ready=ref.min_ready
+            )
+            # What its outage stops is the spec's, never smoothed: only readiness is.
+            states.append(
+                dataclasses.replace(
+                    self._debounce(observed),
+                    routes=ref.routes,
+                    mode=ref.mode,
+                    hold_seconds=ref.hold_seconds,
+                )
+            )
         for key in list(self._debounced):
             if key not in refs:
                 del self._debounced[key]
@@ -518,6 +530,7 @@ class KubernetesSource:
                     reason=spec.reason if spec else None,
                     until=spec.until if spec else None,
                     since=self._since(checker.switch_source, enabled),
+                    mode=spec.mode if spec else Mode.FULL,
                 )
             )
         if self._configmap_switch is not None:
@@ -546,7 +559,13 @@ class KubernetesSource:
     def _rebuild(self) -> None:
         services = self.build_services()
         windows = tuple(
-            Window(start=w.start, end=w.end, reason=w.reason, announce_seconds=w.announce_seconds)
+            Window(
+                start=w.start,
+                end=w.end,
+                reason=w.reason,
+                announce_seconds=w.announce_seconds,
+                mode=w.mode,
+            )
             for checker in sorted(self.checkers.values(), key=lambda c: c.key)
             for w in checker.windows
         )

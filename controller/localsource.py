@@ -34,6 +34,7 @@ from controller.localspec import (
     ProbeSpec,
     ServiceSpec,
     parse_local_file,
+    routes_of,
 )
 from controller.probes import ProbeCheck, Prober, probe_http, probe_tcp
 from controller.settings import LocalSourceSettings
@@ -249,6 +250,9 @@ class LocalSource:
             reason=reason,
             min_ready=service.min_ready,
             last_transition=readiness.since if readiness else None,
+            routes=routes_of(service.routes),
+            mode=service.mode,
+            hold_seconds=None if service.hold_seconds is None else float(service.hold_seconds),
         )
 
     def _file_switch(self, maintenance: MaintenanceSpec) -> ManualSwitch:
@@ -262,6 +266,7 @@ class LocalSource:
             reason=maintenance.reason,
             until=maintenance.until,
             since=self._switch_since,
+            mode=maintenance.mode,
         )
 
     def _publish(self) -> None:
@@ -274,7 +279,8 @@ class LocalSource:
         else:
             services = merge_services(self._service_state(s) for s in spec.spec.services)
             windows = tuple(
-                Window(w.start, w.end, w.reason, w.announce_seconds) for w in spec.spec.windows
+                Window(w.start, w.end, w.reason, w.announce_seconds, w.mode)
+                for w in spec.spec.windows
             )
             switch = self._file_switch(spec.spec.maintenance or MaintenanceSpec())
         # Synced once every probed service has a first result; a service added later does

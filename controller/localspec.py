@@ -29,12 +29,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from controller.snapshot import Mode, Route
 from controller.timefmt import EXPECTED, TimeFormatError, parse_rfc3339, rfc3339_exact
 
 API_VERSION = "maintenance.mamrezb.com/v1alpha1"
@@ -44,8 +46,27 @@ MAX_SERVICES = 100
 MAX_WINDOWS = 100
 MAX_ANNOUNCE_SECONDS = 30 * 24 * 3600
 """A window's ``announceSeconds`` is at most 30 days (the CRD's maximum too)."""
+MAX_REASON_LENGTH = 500
+MAX_ROUTES = 100
+"""Routes per service: bounds the proxy's prefix structure and the CRD rules' cost."""
+MAX_PATH_PREFIX_LENGTH = 512
+MAX_METHODS = 16
+MAX_METHOD_LENGTH = 32
+MAX_HOLD_SECONDS = 300
+"""A service's ``holdSeconds`` is at most 5 minutes: longer, clients time out anyway."""
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PATH_PREFIX_PATTERN = r"^/$|^(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f][0-9A-Fa-f])+)+$"
+"""A normalized absolute path: ``/`` or ``/segment/...``, each segment made of RFC 3986
+path characters or percent-escapes; no empty segment (so no trailing ``/``), no ``?`` or
+``#``.  Dot segments and an encoded slash are refused separately (RE2 has no look-ahead)."""
+METHOD_PATTERN = "^[A-Z][A-Z0-9_-]*$"
+"""An upper-case HTTP method token (``POST``, ``PATCH``, ``PROPFIND``); methods are
+case-sensitive (RFC 9110 section 9.1), so ``post`` is not ``POST``."""
+
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+_PATH_PREFIX = re.compile(PATH_PREFIX_PATTERN)
+_METHOD = re.compile(METHOD_PATTERN)
 
 
 class LocalConfigError(Exception):
@@ -108,13 +129,112 @@ def _announce_seconds(value: object) -> object:
     return value
 
 
+def _hold_seconds(value: object) -> object:
+    """Whole seconds in ``[0, MAX_HOLD_SECONDS]``, strictly (as :func:`_announce_seconds`)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (0 <= value <= MAX_HOLD_SECONDS)
+    ):
+        raise PydanticCustomError(
+            "hold_seconds",
+            "expected whole seconds from 0 to {max}, got {value}",
+            {"max": MAX_HOLD_SECONDS, "value": repr(value)},
+        )
+    return value
+
+
+def path_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a route's ``pathPrefix``, or None when it can.
+
+    The prefix must already be in the form the proxy matches requests in (the proxy
+    normalizes request paths the same way): written so, a prefix means what it says and
+    the CRD's pattern and rules can check it too."""
+    if len(prefix) > MAX_PATH_PREFIX_LENGTH:
+        return f"is longer than {MAX_PATH_PREFIX_LENGTH} characters"
+    if not prefix.startswith("/"):
+        return f"{prefix!r} must start with '/'"
+    if "?" in prefix or "#" in prefix:
+        return f"{prefix!r} must be a path only, without '?' or '#'"
+    if prefix != "/" and "" in prefix.split("/")[1:]:
+        return f"{prefix!r} has an empty segment ('//' or a trailing '/')"
+    if any(segment in (".", "..") for segment in prefix.split("/")):
+        return f"{prefix!r} has a '.' or '..' segment"
+    if "%2f" in prefix.lower() or "%5c" in prefix.lower():
+        return f"{prefix!r} has an encoded slash or backslash (%2F, %5C)"
+    if not _PATH_PREFIX.fullmatch(prefix):
+        return (
+            f"{prefix!r} has a character that cannot appear raw in a path "
+            "(percent-encode it, e.g. %20 for a space)"
+        )
+    return None
+
+
+def _path_prefix(value: str) -> str:
+    problem = path_prefix_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("path_prefix", "{problem}", {"problem": problem})
+    return value
+
+
+def _method(value: str) -> str:
+    if len(value) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(value):
+        hint = f" (methods are case-sensitive: {value.upper()!r})" if value.isalpha() else ""
+        raise PydanticCustomError(
+            "http_method",
+            "{value} is not an upper-case HTTP method such as 'POST'{hint}",
+            {"value": repr(value), "hint": hint},
+        )
+    return value
+
+
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
-AnnounceSeconds = Annotated[int, BeforeValidator(_announce_seconds)]
-ServiceName = Annotated[str, AfterValidator(lambda value: dns_label(value, "name"))]
-Namespace = Annotated[str, AfterValidator(lambda value: dns_label(value, "namespace"))]
-NamespaceOrEmpty = Annotated[
-    str, AfterValidator(lambda value: dns_label(value, "namespace") if value else value)
+AnnounceSeconds = Annotated[
+    int, Field(ge=0, le=MAX_ANNOUNCE_SECONDS), BeforeValidator(_announce_seconds)
 ]
+HoldSeconds = Annotated[int, Field(ge=0, le=MAX_HOLD_SECONDS), BeforeValidator(_hold_seconds)]
+ServiceName = Annotated[
+    str,
+    AfterValidator(lambda value: dns_label(value, "name")),
+    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": DNS_LABEL_PATTERN}),
+]
+Namespace = Annotated[
+    str,
+    AfterValidator(lambda value: dns_label(value, "namespace")),
+    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": DNS_LABEL_PATTERN}),
+]
+NamespaceOrEmpty = Annotated[
+    str,
+    AfterValidator(lambda value: dns_label(value, "namespace") if value else value),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 63, "pattern": f"^({DNS_LABEL_PATTERN[1:-1]})?$"}
+    ),
+]
+PathPrefix = Annotated[
+    str,
+    AfterValidator(_path_prefix),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_PATH_PREFIX_LENGTH,
+            "pattern": PATH_PREFIX_PATTERN,
+        }
+    ),
+]
+Method = Annotated[
+    str,
+    AfterValidator(_method),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "An HTTP method in upper case, e.g. POST.",
+            "maxLength": MAX_METHOD_LENGTH,
+            "pattern": METHOD_PATTERN,
+        }
+    ),
+]
+Reason = Annotated[str, Field(max_length=MAX_REASON_LENGTH)]
 
 
 class SpecModel(BaseModel):
@@ -125,6 +245,7 @@ class SpecModel(BaseModel):
         extra="forbid",
         frozen=True,
         str_strip_whitespace=True,
+        use_attribute_docstrings=True,
     )
 
 
@@ -184,12 +305,71 @@ class ProbeSpec(SpecModel):
         return self
 
 
-class ServiceSpec(SpecModel):
+class RouteSpec(SpecModel):
+    """A part of the site that needs the service: while the service is not ready, requests
+    to it get the maintenance page (naming the service) and the rest of the site is
+    served."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.pathPrefix.startsWith('/')",
+                    "message": "pathPrefix must start with /",
+                },
+                {
+                    "rule": "!self.pathPrefix.matches('(^|/)[.][.]?(/|$)')",
+                    "message": "pathPrefix must not have a . or .. segment",
+                },
+                {
+                    "rule": "!self.pathPrefix.matches('%(2[fF]|5[cC])')",
+                    "message": "pathPrefix must not have an encoded slash or backslash",
+                },
+            ]
+        }
+    )
+
+    path_prefix: PathPrefix
+    """A path prefix, matched segment by segment on the normalized request path: /checkout
+    covers /checkout and /checkout/pay, not /checkouts. Starts with /; no empty, . or ..
+    segment, no ? or #, no encoded slash; at most 512 characters."""
+    methods: tuple[Method, ...] = Field(default=(), max_length=MAX_METHODS)
+    """Only these methods (upper case, e.g. POST); empty or missing: every method."""
+
+
+def routes_of(specs: tuple[RouteSpec, ...]) -> tuple[Route, ...]:
+    """The snapshot's routes for a service entry's ``routes``."""
+    return tuple(Route(path_prefix=r.path_prefix, methods=frozenset(r.methods)) for r in specs)
+
+
+class ServiceScopeSpec(SpecModel):
+    """What a service's outage stops: the fields the local file and the ServiceChecker share."""
+
+    routes: tuple[RouteSpec, ...] = Field(default=(), max_length=MAX_ROUTES)
+    """The routes that depend on this service. While it is not ready only these get the
+    maintenance page, naming the service. Empty or missing: a critical service puts the
+    whole site in maintenance."""
+    mode: Mode = Mode.FULL
+    """What its outage stops: full (the default) stops every request in its scope; readOnly
+    stops only writes, so GET, HEAD and OPTIONS are still served (e.g. a primary database
+    down while its replicas serve reads)."""
+    hold_seconds: HoldSeconds | None = None
+    """When the service has just gone down, hold requests that would get the page for at
+    most this many seconds (0 to 300) and release them to the site if it recovers in time.
+    Missing: the proxy's global hold setting decides; 0: never hold."""
+
+
+class ServiceSpec(ServiceScopeSpec):
+    """One service, found by name and namespace."""
+
     name: ServiceName
+    """Name of the service (a DNS-1123 label)."""
     namespace: Namespace = DEFAULT_NAMESPACE
     """Filled from ``metadata.namespace`` (then ``default``) when empty or missing."""
     critical: bool = False
+    """Whether the site goes into maintenance when this service is not ready."""
     min_ready: int = Field(default=1, ge=1)
+    """Must be 1 in the local file: a probe sees the service as one endpoint."""
     probe: ProbeSpec | None = None
     """Without a probe the service is taken as ready."""
 
@@ -211,19 +391,53 @@ class ServiceSpec(SpecModel):
 
 
 class MaintenanceSpec(SpecModel):
-    """The file's manual switch."""
+    """The manual switch, for planned work (`mwm on` / `mwm off` patch it)."""
 
     enabled: bool = False
-    reason: str | None = None
+    """Puts the site in maintenance while true (and before until, if set)."""
+    reason: Reason | None = None
+    """Shown to users on the maintenance page and in /status; at most 500 characters."""
     until: Rfc3339 | None = None
+    """When the switch turns itself off (RFC 3339 with a time zone, e.g.
+    2026-12-01T10:00:00Z). Also sent to clients as Retry-After."""
+    mode: Mode = Mode.FULL
+    """full (the default): the whole site gets the maintenance page; readOnly: only writes
+    do, while GET, HEAD and OPTIONS are still served."""
 
 
 class WindowSpec(SpecModel):
+    """One scheduled window, open from start (inclusive) to end (exclusive)."""
+
+    # timestamp() on both sides: the API server already types a date-time string as a
+    # timestamp (timestamp() is then the identity), and other CEL evaluators that see
+    # plain strings still compare instants, not text.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "timestamp(self.end) > timestamp(self.start)",
+                    "message": "end must be after start",
+                }
+            ]
+        }
+    )
+
     start: Rfc3339
+    """When the window opens (RFC 3339 with a time zone)."""
     end: Rfc3339
-    reason: str | None = None
+    """When the window closes (RFC 3339 with a time zone); must be after start."""
+    reason: Reason | None = None
+    """Shown to users on the maintenance page while the window is open; at most 500
+    characters."""
     announce_seconds: AnnounceSeconds | None = None
-    """How long before ``start`` the window is announced; None or 0: never."""
+    """How long before start the window is announced: from start minus this many seconds
+    until start, /status, /_mwm/status, `mwm status` and /metrics report it as announced
+    (and, when MWM_STATUS__ANNOUNCE_HEADER is set, proxied responses carry its start).
+    Missing or 0: never announced (it is still listed as the next window). At most 30
+    days."""
+    mode: Mode = Mode.FULL
+    """full (the default): the whole site gets the maintenance page while the window is
+    open; readOnly: only writes do."""
 
     @model_validator(mode="after")
     def _end_after_start(self) -> WindowSpec:
@@ -250,8 +464,11 @@ class Metadata(SpecModel):
 
 class CheckerSpec(SpecModel):
     services: tuple[ServiceSpec, ...] = Field(default=(), max_length=MAX_SERVICES)
+    """The services the site depends on."""
     maintenance: MaintenanceSpec | None = None
+    """The manual switch."""
     windows: tuple[WindowSpec, ...] = Field(default=(), max_length=MAX_WINDOWS)
+    """Scheduled maintenance windows."""
 
 
 class LocalSpec(SpecModel):

@@ -83,8 +83,9 @@ class KubernetesSourceSettings(SettingsGroup):
     checker_label_selector: OptionalStr = None
     """Honour only ServiceCheckers matching this label selector, e.g. ``app=shop``."""
     configmap_name: OptionalStr = None
-    """A ConfigMap in the namespace whose ``configmap_key`` (``"true"``/``"false"``) switches
-    maintenance, compatible with the OpenShift demo's toggle; unset: not watched."""
+    """A ConfigMap in the namespace whose ``configmap_key`` (``"true"``/``"false"``, or
+    ``"readOnly"`` for read-only maintenance) switches maintenance, compatible with the
+    OpenShift demo's toggle; unset: not watched."""
     configmap_key: str = "MAINTENANCE_MODE"
     api_url: OptionalStr = None
     """Talk to the API at this URL without credentials (``kubectl proxy``, tests); unset:

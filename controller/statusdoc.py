@@ -16,7 +16,15 @@ from datetime import datetime
 from typing import Any
 
 from controller.checker import Checker
-from controller.snapshot import ManualSwitch, ServiceState, Snapshot, Window
+from controller.snapshot import (
+    ManualSwitch,
+    Mode,
+    Route,
+    ServiceReason,
+    ServiceState,
+    Snapshot,
+    Window,
+)
 from controller.timefmt import rfc3339_or_none
 
 JsonObject = dict[str, Any]
@@ -25,11 +33,52 @@ CONDITION_MAINTENANCE = "Maintenance"
 CONDITION_VALID = "Valid"
 CONDITION_SYNCED = "Synced"
 
+SCOPE_SITE = "Site"
+"""``status.maintenance.scope``: every request gets the page."""
+SCOPE_READ_ONLY = "ReadOnly"
+"""Writes anywhere get the page; reads are served (except on routes a down service stops)."""
+SCOPE_ROUTES = "Routes"
+"""Only the routes of down services (see ``serviceStatuses[].affectedRoutes``)."""
+
 
 def iso(instant: datetime | None) -> str | None:
     """A time in the status (:func:`controller.timefmt.rfc3339_or_none`: UTC, ``Z``, whole
     seconds, as ``metav1.Time``), or None."""
     return rfc3339_or_none(instant)
+
+
+def _stopping(state: ServiceState) -> bool:
+    """Whether this service's outage stops traffic now (critical, seen, not ready)."""
+    return state.critical and not state.ready and state.reason is not ServiceReason.UNKNOWN
+
+
+def affected_routes(state: ServiceState) -> list[str]:
+    """The route prefixes this service's outage stops now, in spec order; empty when it
+    stops nothing or, having no routes, the whole site."""
+    if not _stopping(state):
+        return []
+    return list(dict.fromkeys(route.path_prefix for route in state.routes))
+
+
+def maintenance_scope(
+    services: Sequence[ServiceState],
+    switches: Sequence[ManualSwitch],
+    windows: Sequence[Window],
+    now: datetime,
+) -> str | None:
+    """How much of the site is in maintenance at ``now``: :data:`SCOPE_SITE` when a cause
+    stops every request, else :data:`SCOPE_READ_ONLY` when one stops every write, else
+    :data:`SCOPE_ROUTES` when down services stop only their routes; None when none does."""
+    scopes: list[tuple[Mode, tuple[Route, ...]]] = [
+        (s.mode, s.routes) for s in services if _stopping(s)
+    ]
+    scopes += [(s.mode, ()) for s in switches if s.active_at(now)]
+    scopes += [(w.mode, ()) for w in windows if w.open_at(now)]
+    if any(mode is Mode.FULL and not routes for mode, routes in scopes):
+        return SCOPE_SITE
+    if any(not routes for _, routes in scopes):
+        return SCOPE_READ_ONLY
+    return SCOPE_ROUTES if scopes else None
 
 
 def _service_status(ref_critical: bool, state: ServiceState) -> JsonObject:
@@ -44,6 +93,7 @@ def _service_status(ref_critical: bool, state: ServiceState) -> JsonObject:
         "reason": str(state.reason),
         "lastTransitionTime": iso(state.last_transition),
         "stale": state.stale,
+        "affectedRoutes": affected_routes(state),
     }
 
 
@@ -108,10 +158,15 @@ def desired_status(
                 min_ready=ref.min_ready,
                 last_transition=state.last_transition,
                 stale=state.stale,
+                routes=ref.routes,
+                mode=ref.mode,
+                hold_seconds=ref.hold_seconds,
             )
             own_states.append(own)
             statuses.append(_service_status(ref.critical, own))
-        windows = tuple(Window(start=w.start, end=w.end, reason=w.reason) for w in checker.windows)
+        windows = tuple(
+            Window(start=w.start, end=w.end, reason=w.reason, mode=w.mode) for w in checker.windows
+        )
     switches = (*shared_switches, *((switch,) if switch else ()))
     verdict = Snapshot(services=tuple(own_states), switches=switches, windows=windows).evaluate(now)
     critical = [s for s in own_states if s.critical]
@@ -161,6 +216,9 @@ def desired_status(
             "reason": verdict.reason,
             "since": iso(verdict.since) if verdict.active else None,
             "until": iso(verdict.until),
+            "scope": (
+                maintenance_scope(own_states, switches, windows, now) if verdict.active else None
+            ),
         },
         "summary": {"readyCritical": f"{ready_critical}/{len(critical)}"},
         "conditions": conditions,

@@ -15,6 +15,7 @@ import random
 from datetime import datetime
 
 from controller.kube import SERVICECHECKERS, JsonObject, KubeApi, KubeError
+from controller.snapshot import Mode
 from controller.timefmt import rfc3339_exact
 
 RETRY_INITIAL_S = 0.25
@@ -33,12 +34,15 @@ async def switch_checker(
     enabled: bool,
     reason: str | None = None,
     until: datetime | None = None,
+    mode: Mode = Mode.FULL,
 ) -> JsonObject:
-    """Merge-patch ``spec.maintenance``; returns the updated resource."""
+    """Merge-patch ``spec.maintenance``; returns the updated resource.  Switching off
+    removes ``reason``, ``until`` and ``mode`` (back to the default, ``full``)."""
     maintenance: JsonObject = {
         "enabled": enabled,
         "reason": reason if enabled else None,
         "until": rfc3339_exact(until) if enabled and until else None,
+        "mode": str(mode) if enabled and mode is not Mode.FULL else None,
     }
     return await api.patch(SERVICECHECKERS, namespace, name, {"spec": {"maintenance": maintenance}})
 

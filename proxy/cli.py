@@ -588,9 +588,11 @@ def _cluster(
     until: datetime | None = None,
     *,
     as_json: bool = False,
+    read_only: bool = False,
 ) -> int:
     """``--checker``: switch (or show) a ServiceChecker through the Kubernetes API."""
     from controller.kube import SERVICECHECKERS, KubeApi, KubeError, user_agent
+    from controller.snapshot import Mode
     from controller.switching import switch_checker, wait_for_observed
 
     async def main() -> None:
@@ -614,6 +616,7 @@ def _cluster(
                 enabled=enabled,
                 reason=getattr(args, "reason", None),
                 until=until,
+                mode=Mode.READ_ONLY if read_only else Mode.FULL,
             )
             generation = int((patched.get("metadata") or {}).get("generation") or 0)
             obj = await wait_for_observed(
@@ -651,8 +654,10 @@ def cmd_on(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"argument {exc}") from exc
         body["until"] = rfc3339_exact(until)
+    if args.read_only:
+        body["mode"] = "readOnly"
     if args.checker:
-        return _cluster(args, True, until)
+        return _cluster(args, True, until, read_only=args.read_only)
     _call(args, "PUT", "/api/maintenance", body)
     _print_status(_status(args))
     return EXIT_OK
@@ -711,6 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--until",
         help="RFC 3339 time (2026-12-01T10:00:00Z) or duration (90s, 30m, 2h, 1d): "
         "switches itself off then",
+    )
+    on.add_argument(
+        "--read-only",
+        action="store_true",
+        help="only writes get the maintenance page; GET, HEAD and OPTIONS are still served",
     )
     on.set_defaults(func=cmd_on)
     client("off", "switch the admin maintenance switch off").set_defaults(func=cmd_off)

@@ -8,9 +8,11 @@ as an explicit opt-in, during maintenance (``MWM_MANAGEMENT__READINESS_DRAIN``).
 The admin API switches the ``admin-api`` manual switch of this process:
 
 - ``GET /api/maintenance``: the switch and the aggregate status;
-- ``PUT /api/maintenance`` with ``{"enabled": true, "reason": "...", "until": "<RFC 3339>"}``:
-  ``enabled`` is required and must be a JSON boolean; any other body (empty, partial,
-  ``"enabled": "yes"``, an unknown field) is refused with 422 and changes nothing;
+- ``PUT /api/maintenance`` with ``{"enabled": true, "reason": "...", "until": "<RFC 3339>",
+  "mode": "readOnly"}``: ``enabled`` is required and must be a JSON boolean; ``mode`` is
+  ``"full"`` (the default: the whole site) or ``"readOnly"`` (only writes get the page);
+  any other body (empty, partial, ``"enabled": "yes"``, ``"mode": "readonly"``, an unknown
+  field) is refused with 422 and changes nothing;
 - ``DELETE /api/maintenance``: switch it off.
 
 It requires ``Authorization: Bearer <MWM_MANAGEMENT__ADMIN_TOKEN>``, compared in
@@ -30,7 +32,7 @@ from aiohttp import hdrs, web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from controller.snapshot import ManualSwitch
+from controller.snapshot import ManualSwitch, Mode
 from controller.timefmt import EXPECTED as RFC3339_EXPECTED
 from controller.timefmt import TimeFormatError, parse_rfc3339, rfc3339_or_none
 from proxy.dashboard import Dashboard
@@ -72,12 +74,15 @@ class SwitchRequest(BaseModel):
     enabled: bool
     reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
     until: Annotated[AwareDatetime | None, BeforeValidator(_strict_time)] = None
+    mode: Mode = Mode.FULL
+    """``full``: the whole site gets the page; ``readOnly``: only writes do."""
 
 
 _EXPECTED = {
     "enabled": "true or false (a JSON boolean); required",
     "reason": f"a string of at most {MAX_REASON_CHARS} characters, or null",
     "until": f"{RFC3339_EXPECTED} in the future, or null",
+    "mode": '"full" (the default) or "readOnly" (only writes get the page)',
 }
 """What each field of :class:`SwitchRequest` takes, for the 422 answer."""
 _EXPECTED_BODY = 'a JSON object such as {"enabled": true, "reason": "..."}'
@@ -220,12 +225,13 @@ def _authorize(request: web.Request) -> web.Response | None:
 
 def _switch_body(switch: ManualSwitch | None) -> dict[str, Any]:
     if switch is None:
-        return {"enabled": False, "reason": None, "until": None, "since": None}
+        return {"enabled": False, "reason": None, "until": None, "since": None, "mode": "full"}
     return {
         "enabled": switch.enabled,
         "reason": switch.reason,
         "until": rfc3339_or_none(switch.until),
         "since": rfc3339_or_none(switch.since),
+        "mode": str(switch.mode),
     }
 
 
@@ -278,12 +284,17 @@ async def put_maintenance(request: web.Request) -> web.Response:
         reason=body.reason,
         until=body.until,
         since=since if body.enabled else None,
+        mode=body.mode,
     )
     _apply(s, switch)
     log.info(
         "maintenance switched %s through the admin API",
         "on" if body.enabled else "off",
-        extra={"reason": body.reason, "until": rfc3339_or_none(body.until)},
+        extra={
+            "reason": body.reason,
+            "until": rfc3339_or_none(body.until),
+            "mode": str(body.mode),
+        },
     )
     return _admin_state(s)
 

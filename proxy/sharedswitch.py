@@ -16,7 +16,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from controller.snapshot import ManualSwitch
+from controller.snapshot import ManualSwitch, Mode
 from controller.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ def _encode(switch: ManualSwitch) -> bytes:
             "reason": switch.reason,
             "until": iso(switch.until),
             "since": iso(switch.since),
+            "mode": str(switch.mode),
         }
     ).encode()
 
@@ -51,6 +52,8 @@ def _decode(data: bytes) -> ManualSwitch:
         reason=raw.get("reason"),
         until=when(raw.get("until")),
         since=when(raw.get("since")),
+        # Written by an older worker (during a rolling upgrade of the image): full.
+        mode=Mode(raw.get("mode") or Mode.FULL),
     )
 
 

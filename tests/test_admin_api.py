@@ -75,6 +75,10 @@ REFUSED = [
     pytest.param(
         _json({"enabled": True, "until": "2030-01-01T10:00Z"}), ["#/until"], id="until-no-seconds"
     ),
+    pytest.param(_json({"enabled": True, "mode": "readonly"}), ["#/mode"], id="mode-lower-case"),
+    pytest.param(_json({"enabled": True, "mode": "read-only"}), ["#/mode"], id="mode-dashed"),
+    pytest.param(_json({"enabled": True, "mode": None}), ["#/mode"], id="mode-null"),
+    pytest.param(_json({"enabled": True, "mode": True}), ["#/mode"], id="mode-boolean"),
     pytest.param(_json([{"enabled": True}]), ["#"], id="array"),
     pytest.param(_json(True), ["#"], id="bare-true"),
     pytest.param(b'{"enabled": true,}', ["#"], id="not-json"),
@@ -126,7 +130,7 @@ async def test_every_bad_field_is_listed_with_what_it_expects(start_proxy: Proxy
     assert "required" in errors["#/enabled"]["expected"]
     assert "string" in errors["#/reason"]["expected"]
     assert "RFC 3339" in errors["#/until"]["expected"]
-    assert errors["#/colour"]["expected"] == "only the fields enabled, reason, until"
+    assert errors["#/colour"]["expected"] == "only the fields enabled, reason, until, mode"
     for field in ("enabled", "reason", "until", "colour"):
         assert field in problem["detail"]
     assert not proxy.runtime.store.current.maintenance.active
@@ -206,3 +210,45 @@ async def test_delete_still_switches_off_without_a_body(start_proxy: ProxyFactor
         assert response.status == 200
         assert (await response.json())["switch"]["enabled"] is False
     assert not proxy.runtime.store.current.maintenance.active
+
+
+async def test_mode_says_what_it_takes(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    status, _, problem = await _put(proxy, _json({"enabled": True, "mode": "readonly"}))
+    assert status == 422
+    [error] = problem["errors"]
+    assert error["field"] == "mode"
+    assert error["expected"] == '"full" (the default) or "readOnly" (only writes get the page)'
+    assert "'full' or 'readOnly'" in error["message"]
+    assert not proxy.runtime.store.current.maintenance.active
+
+
+@pytest.mark.parametrize(
+    ("body", "mode"),
+    [
+        pytest.param({"enabled": True, "mode": "readOnly"}, "readOnly", id="read-only"),
+        pytest.param({"enabled": True, "mode": "full"}, "full", id="full"),
+        pytest.param({"enabled": True}, "full", id="default"),
+    ],
+)
+async def test_mode_is_set_shown_and_published(
+    start_proxy: ProxyFactory, body: dict[str, Any], mode: str
+) -> None:
+    proxy = await start_proxy()
+    status, _, answer = await _put(proxy, _json(body))
+    assert status == 200
+    assert answer["switch"]["mode"] == mode
+    assert (await _switch(proxy))["mode"] == mode
+    (switch,) = [
+        s for s in proxy.runtime.store.current.snapshot.switches if s.source == "admin-api"
+    ]
+    assert switch.enabled
+    assert str(switch.mode) == mode
+
+
+async def test_switching_off_after_read_only_shows_full(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    await _put(proxy, _json({"enabled": True, "mode": "readOnly"}))
+    status, _, answer = await _put(proxy, _json({"enabled": False}))
+    assert status == 200
+    assert answer["switch"] == {**answer["switch"], "enabled": False, "mode": "full"}

@@ -16,7 +16,14 @@ import pytest
 from controller.localsource import LocalSource
 from controller.localspec import LocalConfigError
 from controller.settings import LocalSourceSettings
-from controller.snapshot import CauseKind, ManualSwitch, ServiceReason, ServiceState
+from controller.snapshot import (
+    CauseKind,
+    ManualSwitch,
+    Mode,
+    Route,
+    ServiceReason,
+    ServiceState,
+)
 from controller.store import SnapshotStore, State
 from tests.controller.conftest import Target
 
@@ -400,3 +407,68 @@ async def test_cancelling_run_stops_probes_and_closes_the_session(
     assert not any(t.get_name().startswith("probe ") for t in asyncio.all_tasks())
     (session,) = running.sessions
     assert session.closed
+
+
+async def test_routes_mode_and_hold_reach_the_snapshot_and_follow_edits(
+    start: Start, tmp_path: Path
+) -> None:
+    running = await start(
+        """
+        spec:
+          services:
+            - name: payments
+              critical: true
+              routes:
+                - {pathPrefix: /checkout, methods: [POST]}
+                - {pathPrefix: /api/payments}
+              holdSeconds: 20
+            - name: db-primary
+              critical: true
+              mode: readOnly
+          maintenance: {enabled: false, mode: readOnly}
+          windows:
+            - {start: "2030-12-01T10:00:00Z", end: "2030-12-01T12:00:00Z", mode: readOnly}
+        """
+    )
+    snapshot = running.store.current.snapshot
+    payments = service(running.store.current, "payments")
+    assert payments.routes == (
+        Route("/checkout", frozenset({"POST"})),
+        Route("/api/payments", frozenset()),
+    )
+    assert (payments.mode, payments.hold_seconds) == (Mode.FULL, 20.0)
+    db = service(running.store.current, "db-primary")
+    assert (db.routes, db.mode, db.hold_seconds) == ((), Mode.READ_ONLY, None)
+    (switch,) = snapshot.switches
+    assert switch.mode is Mode.READ_ONLY
+    (window,) = snapshot.windows
+    assert window.mode is Mode.READ_ONLY
+
+    path = tmp_path / "mwm-local.yaml"
+    write_state(path, "spec: {services: [{name: payments, critical: true}]}")
+    state = await wait_until(
+        running.store,
+        lambda s: not s.snapshot.windows and not s.snapshot.service("default", "db-primary"),
+    )
+    payments = service(state, "payments")
+    assert (payments.routes, payments.mode, payments.hold_seconds) == ((), Mode.FULL, None)
+    assert state.snapshot.switches[0].mode is Mode.FULL
+
+
+async def test_a_bad_route_edit_keeps_the_last_good_routes_and_names_the_field(
+    start: Start, tmp_path: Path
+) -> None:
+    running = await start(
+        "spec: {services: [{name: payments, critical: true, routes: [{pathPrefix: /checkout}]}]}"
+    )
+    path = tmp_path / "mwm-local.yaml"
+    write_state(
+        path,
+        "spec: {services: [{name: payments, critical: true, routes: [{pathPrefix: checkout}]}]}",
+    )
+    state = await wait_until(running.store, lambda s: bool(s.snapshot.errors))
+    assert any(
+        "spec.services[0].routes[0].pathPrefix: 'checkout' must start with '/'" in e
+        for e in state.snapshot.errors
+    )
+    assert service(state, "payments").routes == (Route("/checkout"),)

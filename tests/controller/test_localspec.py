@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.localspec import LocalConfigError, LocalSpec, parse_local_file
+from controller.localspec import LocalConfigError, LocalSpec, parse_local_file, parse_local_text
+from controller.snapshot import Mode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -473,3 +474,239 @@ def test_parsed_spec_is_immutable(tmp_path: Path) -> None:
     assert isinstance(spec, LocalSpec)
     with pytest.raises(ValueError, match="frozen"):
         spec.spec.services[0].critical = True  # type: ignore[misc]
+
+
+# --- scoped maintenance: routes, mode, holdSeconds (issue 14) ---------------------------
+
+
+def test_scoped_fields_are_parsed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        spec:
+          services:
+            - name: payments
+              critical: true
+              routes:
+                - pathPrefix: /checkout
+                  methods: [POST]
+                - pathPrefix: /api/payments
+              holdSeconds: 20
+            - name: db-primary
+              critical: true
+              mode: readOnly
+              holdSeconds: 0
+            - name: search
+          maintenance: {enabled: true, mode: readOnly}
+          windows:
+            - {start: "2026-12-01T10:00:00Z", end: "2026-12-01T12:00:00Z", mode: readOnly}
+            - {start: "2026-12-02T10:00:00Z", end: "2026-12-02T12:00:00Z"}
+        """,
+    )
+    spec = parse_local_file(path).spec
+    payments, db, search = spec.services
+    assert [(r.path_prefix, r.methods) for r in payments.routes] == [
+        ("/checkout", ("POST",)),
+        ("/api/payments", ()),
+    ]
+    assert (payments.mode, payments.hold_seconds) == (Mode.FULL, 20)
+    assert (db.routes, db.mode, db.hold_seconds) == ((), Mode.READ_ONLY, 0)
+    assert (search.routes, search.mode, search.hold_seconds) == ((), Mode.FULL, None)
+    assert spec.maintenance is not None
+    assert spec.maintenance.mode is Mode.READ_ONLY
+    assert [w.mode for w in spec.windows] == [Mode.READ_ONLY, Mode.FULL]
+
+
+def test_an_absent_mode_is_full_on_the_switch(tmp_path: Path) -> None:
+    spec = parse_local_file(write(tmp_path, "spec: {maintenance: {enabled: true}}")).spec
+    assert spec.maintenance is not None
+    assert spec.maintenance.mode is Mode.FULL
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        pytest.param(
+            "[{pathPrefix: checkout}]",
+            "spec.services[0].routes[0].pathPrefix: 'checkout' must start with '/'",
+            id="no-leading-slash",
+        ),
+        pytest.param(
+            '[{pathPrefix: ""}]',
+            "spec.services[0].routes[0].pathPrefix: '' must start with '/'",
+            id="empty",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a/../admin}]",
+            "spec.services[0].routes[0].pathPrefix: '/a/../admin' has a '.' or '..' segment",
+            id="dot-dot",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a/./b}]",
+            "spec.services[0].routes[0].pathPrefix: '/a/./b' has a '.' or '..' segment",
+            id="dot",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a//b}]",
+            "spec.services[0].routes[0].pathPrefix: '/a//b' has an empty segment "
+            "('//' or a trailing '/')",
+            id="empty-segment",
+        ),
+        pytest.param(
+            "[{pathPrefix: /checkout/}]",
+            "spec.services[0].routes[0].pathPrefix: '/checkout/' has an empty segment "
+            "('//' or a trailing '/')",
+            id="trailing-slash",
+        ),
+        pytest.param(
+            '[{pathPrefix: "/a?b=1"}]',
+            "spec.services[0].routes[0].pathPrefix: '/a?b=1' must be a path only, "
+            "without '?' or '#'",
+            id="query",
+        ),
+        pytest.param(
+            '[{pathPrefix: "/a#top"}]',
+            "spec.services[0].routes[0].pathPrefix: '/a#top' must be a path only, "
+            "without '?' or '#'",
+            id="fragment",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a%2fb}]",
+            "spec.services[0].routes[0].pathPrefix: '/a%2fb' has an encoded slash or "
+            "backslash (%2F, %5C)",
+            id="encoded-slash",
+        ),
+        pytest.param(
+            '[{pathPrefix: "/a b"}]',
+            "spec.services[0].routes[0].pathPrefix: '/a b' has a character that cannot appear "
+            "raw in a path (percent-encode it, e.g. %20 for a space)",
+            id="space",
+        ),
+        pytest.param(
+            "[{pathPrefix: /" + "a" * 512 + "}]",
+            "spec.services[0].routes[0].pathPrefix: is longer than 512 characters",
+            id="513-chars",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a, methods: [post]}]",
+            "spec.services[0].routes[0].methods[0]: 'post' is not an upper-case HTTP method "
+            "such as 'POST' (methods are case-sensitive: 'POST')",
+            id="lower-case-method",
+        ),
+        pytest.param(
+            '[{pathPrefix: /a, methods: ["GET /"]}]',
+            "spec.services[0].routes[0].methods[0]: 'GET /' is not an upper-case HTTP method "
+            "such as 'POST'",
+            id="not-a-token",
+        ),
+        pytest.param(
+            "[{pathPrefix: /a, methods: [" + ", ".join(["GET"] * 17) + "]}]",
+            "spec.services[0].routes[0].methods: Tuple should have at most 16 items after "
+            "validation, not 17",
+            id="17-methods",
+        ),
+        pytest.param(
+            "[{methods: [POST]}]",
+            "spec.services[0].routes[0].pathPrefix: required field is missing",
+            id="no-prefix",
+        ),
+        pytest.param(
+            "[{pathprefix: /a}]",
+            "spec.services[0].routes[0].pathprefix: unknown field (field names are camelCase, "
+            "e.g. minReady)",
+            id="misspelt",
+        ),
+        pytest.param(
+            "[" + ", ".join(["{pathPrefix: /a}"] * 101) + "]",
+            "spec.services[0].routes: Tuple should have at most 100 items after validation, "
+            "not 101",
+            id="101-routes",
+        ),
+    ],
+)
+def test_a_bad_route_is_an_error_naming_the_field(
+    tmp_path: Path, routes: str, problem: str
+) -> None:
+    path = write(tmp_path, f"spec: {{services: [{{name: payments, routes: {routes}}}]}}")
+    assert any(p == f"{path}: {problem}" for p in problems_of(path)), problems_of(path)
+
+
+def test_only_the_bad_route_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "spec: {services: [{name: payments, routes: [{pathPrefix: /ok}, {pathPrefix: bad}]}]}",
+    )
+    assert problems_of(path) == [
+        f"{path}: spec.services[0].routes[1].pathPrefix: 'bad' must start with '/'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param(
+            "spec: {services: [{name: db, mode: readonly}]}",
+            "spec.services[0].mode: Input should be 'full' or 'readOnly'",
+            id="service-mode",
+        ),
+        pytest.param(
+            "spec: {maintenance: {enabled: true, mode: read-only}}",
+            "spec.maintenance.mode: Input should be 'full' or 'readOnly'",
+            id="switch-mode",
+        ),
+        pytest.param(
+            'spec: {windows: [{start: "2026-12-01T10:00:00Z", end: "2026-12-01T11:00:00Z", '
+            "mode: partial}]}",
+            "spec.windows[0].mode: Input should be 'full' or 'readOnly'",
+            id="window-mode",
+        ),
+        pytest.param(
+            "spec: {services: [{name: db, holdSeconds: 301}]}",
+            "spec.services[0].holdSeconds: expected whole seconds from 0 to 300, got 301",
+            id="hold-301",
+        ),
+        pytest.param(
+            "spec: {services: [{name: db, holdSeconds: -1}]}",
+            "spec.services[0].holdSeconds: expected whole seconds from 0 to 300, got -1",
+            id="hold-negative",
+        ),
+        pytest.param(
+            "spec: {services: [{name: db, holdSeconds: 1.5}]}",
+            "spec.services[0].holdSeconds: expected whole seconds from 0 to 300, got 1.5",
+            id="hold-fraction",
+        ),
+        pytest.param(
+            'spec: {services: [{name: db, holdSeconds: "20"}]}',
+            "spec.services[0].holdSeconds: expected whole seconds from 0 to 300, got '20'",
+            id="hold-string",
+        ),
+        pytest.param(
+            "spec: {services: [{name: db, holdSeconds: true}]}",
+            "spec.services[0].holdSeconds: expected whole seconds from 0 to 300, got True",
+            id="hold-boolean",
+        ),
+        pytest.param(
+            "spec: {maintenance: {enabled: true, reason: " + "x" * 501 + "}}",
+            "spec.maintenance.reason: String should have at most 500 characters",
+            id="reason-501",
+        ),
+    ],
+)
+def test_a_bad_mode_or_hold_is_an_error_naming_the_field(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}: {problem}"]
+
+
+def test_the_full_sample_parses_as_a_local_file() -> None:
+    # The local file has the ServiceChecker's shape: the sample's scoped fields mean the same.
+    text = (REPO / "config" / "samples" / "servicechecker_full.yaml").read_text()
+    text = text.replace("minReady: 2", "minReady: 1")  # a probe sees one endpoint
+    spec = parse_local_text(
+        text.replace("enterDelaySeconds: 5", "").replace("exitDelaySeconds: 10", ""),
+        source="sample",
+    ).spec
+    by_name = {s.name: s for s in spec.services}
+    assert [r.path_prefix for r in by_name["payments"].routes] == ["/checkout", "/api/payments"]
+    assert by_name["db-primary"].mode is Mode.READ_ONLY

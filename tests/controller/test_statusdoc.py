@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from controller.checker import parse_checker
-from controller.snapshot import ManualSwitch, ServiceReason, ServiceState
+from controller.snapshot import ManualSwitch, Mode, ServiceReason, ServiceState
 from controller.statusdoc import desired_status
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -173,3 +173,100 @@ def test_the_proxys_status_document_writes_times_the_same_way() -> None:
     assert doc["maintenance"]["causes"][0]["since"] == "2026-11-23T11:00:00Z"
     assert doc["maintenance"]["causes"][0]["until"] == "2026-11-23T13:30:00Z"
     assert doc["services"][0]["lastTransitionTime"] == "2026-11-23T11:59:59Z"
+
+
+# --- scope and affected routes (issue 14) -----------------------------------------------
+
+SCOPED = parse_checker(
+    {
+        "metadata": {"name": "shop", "namespace": "shop", "generation": 4},
+        "spec": {
+            "services": [
+                {
+                    "name": "payments",
+                    "critical": True,
+                    "routes": [
+                        {"pathPrefix": "/checkout", "methods": ["POST"]},
+                        {"pathPrefix": "/api/payments"},
+                    ],
+                },
+                {"name": "db-primary", "critical": True, "mode": "readOnly"},
+                {"name": "api", "critical": True},
+                {"name": "search", "routes": [{"pathPrefix": "/search"}]},
+            ],
+            "windows": [
+                {
+                    "start": "2026-11-23T11:00:00Z",
+                    "end": "2026-11-23T13:00:00Z",
+                    "mode": "readOnly",
+                }
+            ],
+        },
+    }
+)
+
+
+def scoped_status(
+    *down: str, window_open: bool = False, switch: ManualSwitch | None = None
+) -> dict[str, Any]:
+    names = ("payments", "db-primary", "api", "search")
+    return desired_status(
+        SCOPED,
+        generation=4,
+        problems=[],
+        services={("shop", n): state(n, 0 if n in down else 2) for n in names},
+        shared_switches=[],
+        switch=switch,
+        watch_errors=[],
+        synced=True,
+        previous={},
+        now=NOW if window_open else NOW - timedelta(hours=2),
+    )
+
+
+def affected(doc: dict[str, Any]) -> dict[str, list[str]]:
+    return {s["name"]: s["affectedRoutes"] for s in doc["serviceStatuses"]}
+
+
+def test_a_down_service_with_routes_stops_only_its_routes() -> None:
+    doc = scoped_status("payments")
+    assert doc["maintenance"]["active"] is True
+    assert doc["maintenance"]["scope"] == "Routes"
+    assert affected(doc) == {
+        "payments": ["/checkout", "/api/payments"],
+        "db-primary": [],
+        "api": [],
+        "search": [],
+    }
+
+
+def test_a_down_read_only_service_makes_the_site_read_only() -> None:
+    doc = scoped_status("db-primary", "payments")
+    assert doc["maintenance"]["scope"] == "ReadOnly"
+    assert affected(doc)["payments"] == ["/checkout", "/api/payments"]
+    assert affected(doc)["db-primary"] == []
+
+
+def test_a_whole_site_cause_beats_the_others() -> None:
+    assert scoped_status("db-primary", "payments", "api")["maintenance"]["scope"] == "Site"
+    on = ManualSwitch(source=SCOPED.switch_source, enabled=True)
+    assert scoped_status("payments", switch=on)["maintenance"]["scope"] == "Site"
+
+
+def test_switch_and_window_modes() -> None:
+    read_only = ManualSwitch(source=SCOPED.switch_source, enabled=True, mode=Mode.READ_ONLY)
+    assert scoped_status(switch=read_only)["maintenance"]["scope"] == "ReadOnly"
+    assert scoped_status(window_open=True)["maintenance"]["scope"] == "ReadOnly"
+
+
+def test_a_non_critical_service_with_routes_stops_nothing() -> None:
+    doc = scoped_status("search")
+    assert doc["maintenance"]["active"] is False
+    assert doc["maintenance"]["scope"] is None
+    assert affected(doc)["search"] == []
+
+
+def test_no_maintenance_no_scope() -> None:
+    doc = scoped_status()
+    assert doc["maintenance"]["scope"] is None
+    assert all(routes == [] for routes in affected(doc).values())

@@ -284,6 +284,49 @@ INVALID_SPECS = [
                  "$.spec.windows[0].announceSeconds", "type", id="announceSeconds-string"),
     pytest.param(_with("windows.0.announceSeconds", 1.5), "$.spec.windows[0].announceSeconds",
                  "type", id="announceSeconds-fraction"),
+    pytest.param(_with("services.0.mode", "readonly"), "$.spec.services[0].mode", "enum",
+                 id="service-mode-lower-case"),
+    pytest.param(_with("maintenance.mode", "read-only"), "$.spec.maintenance.mode", "enum",
+                 id="switch-mode-unknown"),
+    pytest.param(_with("windows.0.mode", "partial"), "$.spec.windows[0].mode", "enum",
+                 id="window-mode-unknown"),
+    pytest.param(_with("services.0.holdSeconds", 301), "$.spec.services[0].holdSeconds",
+                 "maximum", id="holdSeconds-301"),
+    pytest.param(_with("services.0.holdSeconds", -1), "$.spec.services[0].holdSeconds",
+                 "minimum", id="holdSeconds--1"),
+    pytest.param(_with("services.0.holdSeconds", 1.5), "$.spec.services[0].holdSeconds",
+                 "type", id="holdSeconds-fraction"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a"}] * 101),
+                 "$.spec.services[0].routes", "maxItems", id="101-routes"),
+    pytest.param(_with("services.0.routes", [{"methods": ["POST"]}]),
+                 "$.spec.services[0].routes[0]", "required", id="route-without-prefix"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "checkout"}]),
+                 "$.spec.services[0].routes[0]", "x-kubernetes-validations",
+                 id="prefix-without-slash-cel"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "checkout"}]),
+                 "$.spec.services[0].routes[0].pathPrefix", "pattern",
+                 id="prefix-without-slash-pattern"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a/../b"}]),
+                 "$.spec.services[0].routes[0]", "x-kubernetes-validations",
+                 id="prefix-dot-dot"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a/./b"}]),
+                 "$.spec.services[0].routes[0]", "x-kubernetes-validations", id="prefix-dot"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a%2fb"}]),
+                 "$.spec.services[0].routes[0]", "x-kubernetes-validations",
+                 id="prefix-encoded-slash"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a//b"}]),
+                 "$.spec.services[0].routes[0].pathPrefix", "pattern", id="prefix-empty-segment"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/checkout/"}]),
+                 "$.spec.services[0].routes[0].pathPrefix", "pattern",
+                 id="prefix-trailing-slash"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a?b=1"}]),
+                 "$.spec.services[0].routes[0].pathPrefix", "pattern", id="prefix-query"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/" + "a" * 512}]),
+                 "$.spec.services[0].routes[0].pathPrefix", "maxLength", id="prefix-513-chars"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a", "methods": ["post"]}]),
+                 "$.spec.services[0].routes[0].methods[0]", "pattern", id="method-lower-case"),
+    pytest.param(_with("services.0.routes", [{"pathPrefix": "/a", "methods": ["GET"] * 17}]),
+                 "$.spec.services[0].routes[0].methods", "maxItems", id="17-methods"),
 ]  # fmt: skip
 
 
@@ -292,6 +335,38 @@ def test_invalid_specs_are_rejected_naming_the_field(
     validator: CrdValidator, build: Callable[[], JsonObject], path: str, keyword: str
 ) -> None:
     assert_rejected(validator.problems(checker(build())), path, keyword)
+
+
+def test_scoped_fields_are_accepted(strict_validator: CrdValidator) -> None:
+    spec = valid_spec()
+    spec["services"] = [
+        service(
+            "payments",
+            critical=True,
+            routes=[
+                {"pathPrefix": "/checkout", "methods": ["POST"]},
+                {"pathPrefix": "/"},
+                {"pathPrefix": "/a%20b/caf%C3%A9/.well-known/x..y"},
+                {"pathPrefix": "/" + "a" * 511, "methods": ["PATCH"] * 16},
+            ],
+            holdSeconds=300,
+        ),
+        service("db-primary", critical=True, mode="readOnly", holdSeconds=0),
+        service("db-replica", mode="full"),
+    ]
+    spec["maintenance"]["mode"] = "readOnly"
+    spec["windows"][0]["mode"] = "readOnly"
+    assert strict_validator.problems(checker(spec)) == []
+
+
+def test_route_rule_messages_are_the_crds(validator: CrdValidator) -> None:
+    spec = {"services": [service(routes=[{"pathPrefix": "/a/.."}, {"pathPrefix": "/%5c"}])]}
+    messages = [str(p) for p in validator.problems(checker(spec))]
+    assert "$.spec.services[0].routes[0]: pathPrefix must not have a . or .. segment" in messages
+    assert (
+        "$.spec.services[0].routes[1]: pathPrefix must not have an encoded slash or backslash"
+        in messages
+    )
 
 
 def test_window_rule_message_is_the_crds(validator: CrdValidator) -> None:
@@ -327,14 +402,22 @@ CONTROLLER_STATUS: JsonObject = {
             "reason": "NoReadyEndpoints",
             "lastTransitionTime": "2026-12-01T10:00:00Z",
             "stale": False,
+            "affectedRoutes": [],
         },
-        {"name": "payments", "namespace": "payments", "ready": True, "reason": "Ready"},
+        {
+            "name": "payments",
+            "namespace": "payments",
+            "ready": True,
+            "reason": "Ready",
+            "affectedRoutes": ["/checkout"],
+        },
     ],
     "maintenance": {
         "active": True,
         "reason": "frontend is down",
         "since": "2026-12-01T10:00:00Z",
         "until": "2026-12-01T12:00:00Z",
+        "scope": "Site",
     },
     "summary": {"readyCritical": "1/2"},
     "conditions": [
@@ -496,7 +579,10 @@ def test_list_types(crd: JsonObject) -> None:
     assert {path: node.get("x-kubernetes-list-type") for path, node in lists.items()} == {
         "$.spec.services": "atomic",
         "$.spec.windows": "atomic",
+        "$.spec.services[].routes": "atomic",
+        "$.spec.services[].routes[].methods": "atomic",
         "$.status.serviceStatuses": "atomic",
+        "$.status.serviceStatuses[].affectedRoutes": "atomic",
         "$.status.conditions": "map",
     }
     conditions = lists["$.status.conditions"]
@@ -549,19 +635,20 @@ def test_printer_columns_point_at_schema_fields(crd: JsonObject) -> None:
     (version,) = crd["spec"]["versions"]
     schema = version_schema(crd)
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Maintenance", "Reason", "Ready", "Age"]
+    assert list(columns) == ["Maintenance", "Reason", "Scope", "Ready", "Age"]
     assert columns["Age"] == {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
     }
     expected_types = {"boolean": "boolean", "string": "string"}
-    for name in ("Maintenance", "Reason", "Ready"):
+    for name in ("Maintenance", "Reason", "Scope", "Ready"):
         column = columns[name]
         field = _resolve(schema, column["jsonPath"])
         assert field is not None, f"{name}: {column['jsonPath']} is not in the schema"
         assert expected_types[field["type"]] == column["type"], name
     assert columns["Ready"]["jsonPath"] == ".status.summary.readyCritical"
+    assert columns["Scope"]["jsonPath"] == ".status.maintenance.scope"
 
 
 # --- RBAC -------------------------------------------------------------------------------

@@ -478,3 +478,98 @@ def test_a_bad_announce_seconds_is_refused_by_the_api_server(
     stored = fake_kube.get("servicecheckers", "shop", "shop")
     assert stored is not None
     assert stored["spec"] == good["spec"]
+
+
+SHOP = {
+    "apiVersion": "maintenance.mamrezb.com/v1alpha1",
+    "kind": "ServiceChecker",
+    "metadata": {"name": "shop", "namespace": "shop"},
+    "spec": {
+        "services": [
+            {
+                "name": "payments",
+                "critical": True,
+                "routes": [{"pathPrefix": "/checkout", "methods": ["POST"]}],
+                "holdSeconds": 20,
+            },
+            {"name": "db-primary", "critical": True, "mode": "readOnly"},
+        ],
+        "maintenance": {"enabled": False, "mode": "readOnly"},
+        "windows": [
+            {"start": "2030-05-08T09:00:00Z", "end": "2030-05-08T10:00:00Z", "mode": "readOnly"}
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "message"),
+    [
+        pytest.param(
+            {"windows": [{"start": "2030-05-08T10:00:00Z", "end": "2030-05-08T10:00:00Z"}]},
+            "spec.windows[0]",
+            "end must be after start",
+            id="window-end-equals-start",
+        ),
+        pytest.param(
+            {"windows": [{"start": "2030-05-08T12:00:00+02:00", "end": "2030-05-08T10:00:00Z"}]},
+            "spec.windows[0]",
+            "end must be after start",
+            id="window-end-before-start-across-zones",
+        ),
+        pytest.param(
+            {"services": [{"name": "payments", "routes": [{"pathPrefix": "checkout"}]}]},
+            "spec.services[0].routes[0]",
+            "pathPrefix must start with /",
+            id="prefix-without-slash",
+        ),
+        pytest.param(
+            {"services": [{"name": "payments", "routes": [{"pathPrefix": "/a/../admin"}]}]},
+            "spec.services[0].routes[0]",
+            "pathPrefix must not have a . or .. segment",
+            id="prefix-dot-dot",
+        ),
+        pytest.param(
+            {"services": [{"name": "payments", "mode": "readonly"}]},
+            "spec.services[0].mode",
+            "readOnly",
+            id="service-mode",
+        ),
+        pytest.param(
+            {"maintenance": {"enabled": True, "mode": "half"}},
+            "spec.maintenance.mode",
+            "readOnly",
+            id="switch-mode",
+        ),
+        pytest.param(
+            {"services": [{"name": "payments", "holdSeconds": 301}]},
+            "spec.services[0].holdSeconds",
+            "301 is greater than the maximum of 300",
+            id="hold-seconds",
+        ),
+        pytest.param(
+            {
+                "services": [
+                    {"name": "payments", "routes": [{"pathPrefix": "/a", "methods": ["post"]}]}
+                ]
+            },
+            "spec.services[0].routes[0].methods[0]",
+            "post",
+            id="method-lower-case",
+        ),
+    ],
+)
+def test_scoped_fields_are_checked_by_the_api_server(
+    fake_kube: FakeKubeAPI, patch: dict[str, object], field: str, message: str
+) -> None:
+    fake_kube.apply_crd(CRD_PATH)
+    fake_kube.create(SHOP)
+    with pytest.raises(ApiError) as refused:
+        fake_kube.patch("servicecheckers", "shop", "shop", {"spec": patch})
+    assert refused.value.code == 422
+    assert refused.value.details is not None
+    causes = [(c["field"], c["message"]) for c in refused.value.details["causes"]]
+    assert any(f == field and message in m for f, m in causes), causes
+    stored = fake_kube.get("servicecheckers", "shop", "shop")
+    assert stored is not None
+    assert stored["spec"] == SHOP["spec"]

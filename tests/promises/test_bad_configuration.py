@@ -171,5 +171,5 @@ async def test_invalid_configmap_switch_is_logged_and_listed_and_traffic_flows(
     await cluster.wait_for(lambda state: bool(state.snapshot.errors))
     await assert_traffic_flows(cluster.proxy)
     [error] = await status_errors(cluster.proxy)
-    assert 'MAINTENANCE_MODE must be "true" or "false"' in error
+    assert 'MAINTENANCE_MODE must be "true", "false" or "readOnly"' in error
     assert error in logged_errors(caplog)
