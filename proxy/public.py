@@ -31,6 +31,7 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from controller.snapshot import OFF
 from controller.store import SnapshotStore
 from proxy.aiohttp_compat import replace_message
 from proxy.announce import NONE as NO_HEADERS
@@ -39,7 +40,7 @@ from proxy.bypass import BypassPolicy
 from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
 from proxy.connection import HardenedServer
 from proxy.cookie import cookie_values
-from proxy.decision import Block, Bypass, RequestView, decide
+from proxy.decision import Block, Bypass, RequestView, Scopes, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
 from proxy.hopbyhop import ROUTING_HEADERS
@@ -194,6 +195,8 @@ class PublicHandler:
         self._cookie_token = token.get_secret_value().encode() if token else None
         header = settings.status.announce_header
         self._announce = AnnounceHeader(header) if header is not None else None
+        self._scopes = Scopes(OFF)
+        self._scopes_generation = -1
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         refused = refusal(
@@ -246,14 +249,19 @@ class PublicHandler:
             s.metrics.requests.inc("forward")
             return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
-        decision = decide(self._view(request, path), state.maintenance, s.policy, now=time.time())
+        if self._scopes_generation != state.generation:  # compiled once per generation
+            self._scopes, self._scopes_generation = Scopes(state.maintenance), state.generation
+        view = self._view(request, path)
+        decision = decide(view, state.maintenance, s.policy, now=time.time(), scope=self._scopes)
         if isinstance(decision, Block):
             s.metrics.requests.inc("block")
             headers = request.headers
             fmt = negotiate(headers.get(hdrs.ACCEPT))
             language = s.renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
             now = s.store.clock()
-            page = s.renderer.maintenance_page(state, fmt, now=now, language=language)
+            page = s.renderer.maintenance_page(
+                state, fmt, now=now, language=language, causes=decision.causes
+            )
             if fits(request):
                 body = b"" if request.method == "HEAD" else page.body
                 return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)
@@ -294,6 +302,7 @@ class PublicHandler:
             client=client,
             bypass_tokens=tuple(headers.getall(self._bypass_header, ())),
             bypass_cookies=cookies,
+            upgrade=_websocket(headers.get(hdrs.UPGRADE)),
         )
 
     def _issue_cookie(self, request: web.BaseRequest, path: str) -> web.Response | None:
@@ -363,6 +372,13 @@ class PublicHandler:
             "secure": _behind_tls(request, trusted_hops=self._trusted_hops),
             "samesite": "Lax",
         }
+
+
+def _websocket(upgrade: str | None) -> bool:
+    """True for ``Upgrade: websocket`` (among other protocols, in any case)."""
+    return upgrade is not None and any(
+        p.strip().lower() == "websocket" for p in upgrade.split(",")
+    )
 
 
 def _behind_tls(request: web.BaseRequest, *, trusted_hops: int) -> bool:
