@@ -363,7 +363,9 @@ def describe_down(count: int, *, mode: Mode = Mode.FULL) -> str:
 def describe_route_down(mode: Mode = Mode.FULL) -> str:
     """The reason text for a service with routes being down (one cause per service)."""
     if mode is Mode.READ_ONLY:
-        return "Writes to this part of the site are paused because a service it needs is unavailable"
+        return (
+            "Writes to this part of the site are paused because a service it needs is unavailable"
+        )
     return "A service this part of the site needs is unavailable"
 
 

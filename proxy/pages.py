@@ -4,8 +4,8 @@ A page depends only on the state, the format, the language and which of the verd
 causes apply to the request (:attr:`proxy.decision.Block.causes`: a route or read-only
 maintenance applies to some requests only, and the page names only what applies), so it is
 rendered once per state generation, format, language and set of causes and kept (at most
-:data:`PAGE_CACHE_SIZE` pages per generation); a blocked request costs a dict lookup.  Pages are plain data
-(:class:`RenderedPage`); the server turns one into an aiohttp response.
+:data:`PAGE_CACHE_SIZE` pages per generation); a blocked request costs a dict lookup.
+Pages are plain data (:class:`RenderedPage`); the server turns one into an aiohttp response.
 
 Languages (:mod:`proxy.catalogs`): the HTML and text pages are translated into the language
 :func:`proxy.negotiation.negotiate_language` picks from ``Accept-Language``; they say so

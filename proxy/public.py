@@ -376,9 +376,7 @@ class PublicHandler:
 
 def _websocket(upgrade: str | None) -> bool:
     """True for ``Upgrade: websocket`` (among other protocols, in any case)."""
-    return upgrade is not None and any(
-        p.strip().lower() == "websocket" for p in upgrade.split(",")
-    )
+    return upgrade is not None and any(p.strip().lower() == "websocket" for p in upgrade.split(","))
 
 
 def _behind_tls(request: web.BaseRequest, *, trusted_hops: int) -> bool:

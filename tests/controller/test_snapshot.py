@@ -341,7 +341,8 @@ def test_critical_services_without_routes_are_one_cause_per_mode() -> None:
     )
     verdict = snapshot.evaluate(NOW)
 
-    assert verdict.active and verdict.whole_site
+    assert verdict.active
+    assert verdict.whole_site
     assert [(c.mode, c.services, c.routes) for c in verdict.causes] == [
         (Mode.FULL, ("api", "auth"), ()),
         (Mode.READ_ONLY, ("db-primary",), ()),
@@ -370,7 +371,8 @@ def test_a_service_with_routes_stops_only_its_routes(critical: bool) -> None:
     )
     verdict = snapshot.evaluate(NOW)
 
-    assert verdict.active and not verdict.whole_site
+    assert verdict.active
+    assert not verdict.whole_site
     assert verdict.causes == (
         Cause(
             kind=CauseKind.SERVICE_DOWN,
@@ -439,5 +441,7 @@ def test_restricted_keeps_the_causes_named() -> None:
 
     assert verdict.whole_site
     only = verdict.restricted((1,))
-    assert only.active and only.reason == "Upgrade" and only.affected_services == ()
+    assert only.active
+    assert only.reason == "Upgrade"
+    assert only.affected_services == ()
     assert not verdict.restricted(()).active

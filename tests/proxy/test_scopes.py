@@ -192,7 +192,9 @@ def test_a_plain_maintenance_answers_with_one_preallocated_block() -> None:
     first = decide(view("/a", "POST"), maintenance, POLICY, now=NOW, scope=scopes)
     second = decide(view("/b", upgrade=True), maintenance, POLICY, now=NOW, scope=scopes)
     assert first is second
-    assert isinstance(first, Block) and first.causes is None and first.maintenance is maintenance
+    assert isinstance(first, Block)
+    assert first.causes is None
+    assert first.maintenance is maintenance
 
 
 def test_blocks_are_kept_per_set_of_causes_and_the_page_cache_key_names_them() -> None:
@@ -201,7 +203,8 @@ def test_blocks_are_kept_per_set_of_causes_and_the_page_cache_key_names_them() -
     first = scopes.block(view("/checkout/x", "POST"))
     again = scopes.block(view("/checkout", "PUT"))
     assert first is again
-    assert first is not None and first.causes == (0, 1)
+    assert first is not None
+    assert first.causes == (0, 1)
     assert first.maintenance.causes == (READ_ONLY, CHECKOUT)
 
 
@@ -213,5 +216,6 @@ def test_the_kept_blocks_are_bounded() -> None:
     scopes = Scopes(on(*causes))
     for i in range(len(causes)):
         block = scopes.block(view(f"/r{i}/x"))
-        assert block is not None and block.maintenance.causes == (causes[i],)
+        assert block is not None
+        assert block.maintenance.causes == (causes[i],)
     assert scopes.block(view("/elsewhere")) is None
