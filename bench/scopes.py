@@ -138,11 +138,14 @@ def main(argv: list[str] | None = None) -> None:
                 decide(r, m, POLICY, now=0.0, scope=s)
 
         def looped(
-            n: int, m: Maintenance = maintenance, f: Callable[[RequestView], bool] = naive
+            n: int,
+            m: Maintenance = maintenance,
+            f: Callable[[RequestView], bool] = naive,
+            r: RequestView = request,
         ) -> None:
             for _ in range(n):
-                if m.active and f(request):
-                    POLICY.match(request, now=0.0)  # as decide does before blocking
+                if m.active and f(r):
+                    POLICY.match(r, now=0.0)  # as decide does before blocking
 
         fast = max(0.0, _best_ns(compiled, args.loops, args.repeat) - base)
         slow = max(0.0, _best_ns(looped, args.loops, args.repeat) - base)
