@@ -119,7 +119,6 @@ class Scopes:
     __slots__ = (
         "_all",
         "_blocks",
-        "_causes",
         "_count",
         "_depth",
         "_maintenance",
@@ -134,7 +133,7 @@ class Scopes:
         causes = maintenance.causes
         self._maintenance = maintenance
         self._count = len(causes)
-        self._all: Final = Block(maintenance)
+        self._all = Block(maintenance)
         self._site = tuple(i for i, c in enumerate(causes) if not c.routes and c.mode is Mode.FULL)
         self._simple = maintenance.active and len(self._site) == len(causes)
         self._read_only = tuple(
