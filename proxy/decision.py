@@ -127,6 +127,7 @@ class Scopes:
         "_routes",
         "_simple",
         "_site",
+        "_siteonly",
     )
 
     def __init__(self, maintenance: Maintenance) -> None:
@@ -152,12 +153,21 @@ class Scopes:
         self._routes = {prefix: tuple(entries) for prefix, entries in routes.items()}
         self._depth = max((p.count("/") for p in self._routes), default=0)
         self._blocks: dict[tuple[int, ...], Block] = {}
+        self._siteonly: tuple[Block | None, Block | None] | None = None
+        """Without routes the answer depends on the method alone: (for reads, for writes)."""
+        if not self._routes and not self._root:
+            self._siteonly = (
+                self._for(set(self._site)),
+                self._for({*self._site, *self._read_only}),
+            )
 
     def block(self, view: RequestView) -> Block | None:
         if self._simple:
             return self._all
         method = view.method
         write = view.upgrade or method not in SAFE_METHODS
+        if self._siteonly is not None:
+            return self._siteonly[write]
         hits = set(self._site)
         if write:
             hits.update(self._read_only)
@@ -174,6 +184,10 @@ class Scopes:
                 if end < 0:
                     break
                 start = end
+        return self._for(hits)
+
+    def _for(self, hits: set[int]) -> Block | None:
+        """The block naming the causes at ``hits`` (kept per set, up to a bound)."""
         if not hits:
             return None
         if len(hits) == self._count:
