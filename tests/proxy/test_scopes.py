@@ -219,3 +219,13 @@ def test_the_kept_blocks_are_bounded() -> None:
         assert block is not None
         assert block.maintenance.causes == (causes[i],)
     assert scopes.block(view("/elsewhere")) is None
+
+
+def test_without_routes_the_answers_are_preallocated_per_read_and_write() -> None:
+    maintenance = on(READ_ONLY, SITE)
+    scopes = Scopes(maintenance)
+    assert scopes.block(view("/a", "POST")) is scopes.block(view("/b", upgrade=True))
+    read = scopes.block(view("/a"))
+    assert read is not None
+    assert read.maintenance.causes == (SITE,)
+    assert Scopes(on(READ_ONLY)).block(view("/a", "HEAD")) is None
