@@ -180,6 +180,11 @@ class Cause:
     routes: tuple[Route, ...] = ()
     """The routes this cause stops; empty: the whole site."""
 
+    @property
+    def whole_site(self) -> bool:
+        """True when it stops every request (no routes, full mode)."""
+        return not self.routes and self.mode is Mode.FULL
+
 
 @dataclass(frozen=True, slots=True)
 class Maintenance:
@@ -203,6 +208,27 @@ class Maintenance:
     def since(self) -> datetime | None:
         starts = [c.since for c in self.causes if c.since is not None]
         return min(starts) if starts else None
+
+    @property
+    def whole_site(self) -> bool:
+        """True when some cause stops every request (no routes, full mode): routes and
+        read-only causes then change nothing about which requests get the page."""
+        return any(c.whole_site for c in self.causes)
+
+    @property
+    def affected_routes(self) -> tuple[Route, ...]:
+        """Every route some cause stops, once each, in the order the causes name them."""
+        seen: dict[Route, None] = {}
+        for cause in self.causes:
+            for route in cause.routes:
+                seen[route] = None
+        return tuple(seen)
+
+    def restricted(self, indexes: Iterable[int]) -> Maintenance:
+        """The verdict made of the causes at ``indexes`` only (the ones that apply to one
+        request); the page of a request names only those."""
+        causes = tuple(self.causes[i] for i in indexes)
+        return Maintenance(active=bool(causes), causes=causes)
 
     @property
     def affected_services(self) -> tuple[str, ...]:
@@ -236,17 +262,32 @@ class Snapshot:
         down = [
             s
             for s in self.services
-            if s.critical and s.reason is not ServiceReason.UNKNOWN and not s.ready
+            if s.reason is not ServiceReason.UNKNOWN and not s.ready and (s.critical or s.routes)
         ]
-        if down:
-            causes.append(
-                Cause(
-                    kind=CauseKind.SERVICE_DOWN,
-                    reason=describe_down(len(down)),
-                    since=_latest(s.last_transition for s in down),
-                    services=tuple(s.name for s in down),
+        for mode in (Mode.FULL, Mode.READ_ONLY):
+            site = [s for s in down if not s.routes and s.mode is mode]
+            if site:
+                causes.append(
+                    Cause(
+                        kind=CauseKind.SERVICE_DOWN,
+                        reason=describe_down(len(site), mode=mode),
+                        since=_latest(s.last_transition for s in site),
+                        services=tuple(s.name for s in site),
+                        mode=mode,
+                    )
                 )
-            )
+        for service in down:
+            if service.routes:
+                causes.append(
+                    Cause(
+                        kind=CauseKind.SERVICE_DOWN,
+                        reason=describe_route_down(service.mode),
+                        since=service.last_transition,
+                        services=(service.name,),
+                        mode=service.mode,
+                        routes=service.routes,
+                    )
+                )
         for switch in self.switches:
             if switch.active_at(now):
                 causes.append(
@@ -255,6 +296,7 @@ class Snapshot:
                         reason=switch.reason or "Scheduled maintenance",
                         since=switch.since,
                         until=switch.until,
+                        mode=switch.mode,
                     )
                 )
         for window in self.windows:
@@ -265,6 +307,7 @@ class Snapshot:
                         reason=window.reason or "Scheduled maintenance window",
                         since=window.start,
                         until=window.end,
+                        mode=window.mode,
                     )
                 )
         if not causes:
@@ -304,12 +347,26 @@ def merge_services(states: Iterable[ServiceState]) -> tuple[ServiceState, ...]:
     return tuple(merged[key] for key in sorted(merged))
 
 
-def describe_down(count: int) -> str:
-    """The reason text for critical services being down.  It names no service: names go in
-    ``Cause.services``, which the page shows only when the operator allows it."""
+def describe_down(count: int, *, mode: Mode = Mode.FULL) -> str:
+    """The reason text for critical services (without routes) being down.  It names no
+    service: names go in ``Cause.services``, which the page shows only when the operator
+    allows it.  ``readOnly`` services: the text says writes are paused."""
+    if mode is Mode.READ_ONLY:
+        if count == 1:
+            return "Writes are paused because a critical service is unavailable"
+        return f"Writes are paused because {count} critical services are unavailable"
     if count == 1:
         return "A critical service is unavailable"
     return f"{count} critical services are unavailable"
+
+
+def describe_route_down(mode: Mode = Mode.FULL) -> str:
+    """The reason text for a service with routes being down (one cause per service)."""
+    if mode is Mode.READ_ONLY:
+        return (
+            "Writes to this part of the site are paused because a service it needs is unavailable"
+        )
+    return "A service this part of the site needs is unavailable"
 
 
 def _latest(instants: Iterable[datetime | None]) -> datetime | None:

@@ -483,9 +483,12 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     lines.append(f"maintenance: {'ON' if m['active'] else 'off'}")
     lines.extend(_state_lines(m, last_change=status.get("lastChange")))
     if m["active"]:
+        if m.get("scope") not in (None, "site"):  # the whole site goes without saying
+            lines.append(f"  scope: {_scope_text(m['scope'], m.get('affectedRoutes') or [])}")
         for cause in m["causes"]:
             until = f" until {_shown_time(cause['until'])}" if cause.get("until") else ""
-            lines.append(f"  - {cause['kind']}: {cause['reason']}{until}")
+            where = _where(cause)
+            lines.append(f"  - {cause['kind']}: {cause['reason']}{until}{where}")
     if status.get("synced") is False:
         lines.append("  (not synced yet: the services below may be incomplete)")
     if status.get("draining"):
@@ -495,6 +498,39 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     for error in status.get("errors", []):
         lines.append(f"  error: {error}")
     return lines
+
+
+_SCOPES = {
+    "readOnly": "writes everywhere (reads pass)",
+    "routes": "only these routes",
+    "readOnlyAndRoutes": "writes everywhere and these routes",
+}
+
+
+def _scope_text(scope: Any, routes: list[dict[str, Any]]) -> str:
+    """``maintenance.scope`` for people, with the affected routes when only some are."""
+    text = _SCOPES.get(str(scope), str(scope))
+    if routes:
+        shown = ", ".join(_route_text(r) + _mode_mark(r) for r in routes)
+        text += f": {shown}"
+    return text
+
+
+def _route_text(route: dict[str, Any]) -> str:
+    """``/checkout`` or ``/checkout (POST, PUT)``."""
+    methods = route.get("methods") or []
+    return str(route.get("pathPrefix")) + (f" ({', '.join(methods)})" if methods else "")
+
+
+def _mode_mark(item: dict[str, Any]) -> str:
+    return " [read-only]" if item.get("mode") == "readOnly" else ""
+
+
+def _where(item: dict[str, Any]) -> str:
+    """`` [read-only]``, `` on /checkout (POST)``: the scope of a cause or a service."""
+    routes = item.get("routes") or []
+    on = f" on {', '.join(_route_text(r) for r in routes)}" if routes else ""
+    return _mode_mark(item) + on
 
 
 def _state_lines(maintenance: dict[str, Any], *, last_change: Any = None) -> list[str]:
@@ -531,7 +567,7 @@ def _service_lines(services: Any) -> list[str]:
         stale = " (stale)" if service.get("stale") else ""
         lines.append(
             f"  {service['namespace']}/{service['name']}{marks}: {flag} {counts} "
-            f"{service.get('reason', '')}{stale}"
+            f"{service.get('reason', '')}{stale}{_where(service)}"
         )
     return lines
 

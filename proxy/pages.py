@@ -1,9 +1,11 @@
 """The 503 maintenance page and the error pages (502/504, 408/413/414/431), rendered ahead of time.
 
-A page depends only on the state, the format and the language, so it is rendered once per
-state generation, format and language and kept (at most languages x formats pages per
-generation); a blocked request costs a dict lookup.  Pages are plain data
-(:class:`RenderedPage`); the server turns one into an aiohttp response.
+A page depends only on the state, the format, the language and which of the verdict's
+causes apply to the request (:attr:`proxy.decision.Block.causes`: a route or read-only
+maintenance applies to some requests only, and the page names only what applies), so it is
+rendered once per state generation, format, language and set of causes and kept (at most
+:data:`PAGE_CACHE_SIZE` pages per generation); a blocked request costs a dict lookup.
+Pages are plain data (:class:`RenderedPage`); the server turns one into an aiohttp response.
 
 Languages (:mod:`proxy.catalogs`): the HTML and text pages are translated into the language
 :func:`proxy.negotiation.negotiate_language` picks from ``Accept-Language``; they say so
@@ -48,6 +50,10 @@ Template context of ``maintenance.{html,json,txt}``:
                    (the end is unknown or already past), None when it carries ``until``.
 ``services``       list of affected service names; empty when ``show_services`` is off.
 ``show_services``  ``PageSettings.show_services``.
+``mode``           ``readOnly`` when every cause on the page stops only writes, else ``full``.
+``read_only``      ``mode == "readOnly"``: the page says reads still work.
+``routes``         list of the path prefixes the causes on the page stop; empty when they
+                   stop the whole site (a route cause names its service in ``services``).
 ``refresh_s``      ``PageSettings.refresh_s`` or None.
 ``live``           the return script's settings (``stream``, ``status``: URLs;
                    ``spread``, ``poll``, ``pollMax``: seconds), or None when the public
@@ -86,7 +92,16 @@ from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.support import NullTranslations
 
-from controller.snapshot import OFF, Cause, CauseKind, Maintenance, describe_down
+from controller.snapshot import (
+    OFF,
+    Cause,
+    CauseKind,
+    Maintenance,
+    Mode,
+    Route,
+    describe_down,
+    describe_route_down,
+)
 from controller.store import State
 from controller.timefmt import as_utc
 from controller.timefmt import rfc3339_or_none as iso
@@ -99,6 +114,9 @@ from proxy.settings import PageSettings, env_name
 log = logging.getLogger(__name__)
 
 MAINTENANCE_STATUS = 503
+PAGE_CACHE_SIZE = 512
+"""Maintenance pages kept per generation: formats x languages x distinct sets of applying
+causes (:attr:`proxy.decision.Block.causes`); beyond, a page is rendered per request."""
 ERROR_CACHE_SIZE = 64
 """Distinct (status, reason, format) error pages kept; reasons come from a short fixed list
 in the forwarder, the bound only guards against a reason that embeds varying detail."""
@@ -148,15 +166,24 @@ KNOWN_REASONS = (
     N_("Scheduled maintenance"),
     N_("Scheduled maintenance window"),
     N_(describe_down(1)),
+    N_(describe_down(1, mode=Mode.READ_ONLY)),
+    N_(describe_route_down(Mode.FULL)),
+    N_(describe_route_down(Mode.READ_ONLY)),
     N_("Temporarily unavailable while the maintenance state is being read"),
 )
 """Reason texts of our own making, translated on the pages; any other reason is shown as
-written.  ``describe_down(n)`` for n > 1 is translated with :data:`SERVICES_DOWN`."""
+written.  ``describe_down(n)`` for n > 1 is translated with :data:`SERVICES_DOWN` (and
+:data:`WRITES_PAUSED` for read-only services)."""
 SERVICES_DOWN = (
     N_("%(num)d critical service is unavailable"),
     N_("%(num)d critical services are unavailable"),
 )
+WRITES_PAUSED = (
+    N_("Writes are paused because %(num)d critical service is unavailable"),
+    N_("Writes are paused because %(num)d critical services are unavailable"),
+)
 _SERVICES_DOWN = re.compile(r"^(\d+) critical services are unavailable$")
+_WRITES_PAUSED = re.compile(r"^Writes are paused because (\d+) critical services are unavailable$")
 ERROR_HEADINGS = {
     502: N_("This site is not answering right now"),
     504: N_("This site is not answering right now"),
@@ -181,6 +208,7 @@ TRANSLATED_TEXTS = (
     DEFAULT_MESSAGE,
     *KNOWN_REASONS,
     *SERVICES_DOWN,
+    *WRITES_PAUSED,
     *ERROR_HEADINGS.values(),
     *UPSTREAM_EXPLANATIONS.values(),
     OTHER_ERROR,
@@ -260,7 +288,7 @@ class PageRenderer:
             )
         self._envs: dict[tuple[bool, str], jinja2.Environment] = {}
         self._reported: set[str] = set()
-        self._pages: dict[tuple[int, PageFormat, str], RenderedPage] = {}
+        self._pages: dict[tuple[int, PageFormat, str, tuple[int, ...] | None], RenderedPage] = {}
         self._pages_generation = -1
         self._errors: dict[tuple[int, str, PageFormat, str], RenderedPage] = {}
         contact = settings.contact
@@ -319,20 +347,31 @@ class PageRenderer:
         return problems
 
     def maintenance_page(
-        self, state: State, fmt: PageFormat, *, now: datetime, language: str | None = None
+        self,
+        state: State,
+        fmt: PageFormat,
+        *,
+        now: datetime,
+        language: str | None = None,
+        causes: tuple[int, ...] | None = None,
     ) -> RenderedPage:
         """The 503 page for ``state`` in ``fmt`` and ``language`` (see :meth:`language`;
-        None: the default language); rendered on the first call per generation."""
+        None: the default language), naming only the causes at indexes ``causes`` of the
+        verdict (:attr:`proxy.decision.Block.causes`; None: every cause); rendered on the
+        first call per generation."""
         lang = self._lang(language, fmt)
-        key = (state.generation, fmt, lang)
+        key = (state.generation, fmt, lang, causes)
         page = self._pages.get(key)
         if page is not None:
             return page
-        page = self._render_maintenance(state.maintenance, fmt, now=now, lang=lang)
+        maintenance = state.maintenance
+        if causes is not None:
+            maintenance = maintenance.restricted(causes)
+        page = self._render_maintenance(maintenance, fmt, now=now, lang=lang)
         if state.generation > self._pages_generation:
             self._pages.clear()
             self._pages_generation = state.generation
-        if state.generation == self._pages_generation:
+        if state.generation == self._pages_generation and len(self._pages) < PAGE_CACHE_SIZE:
             self._pages[key] = page
         return page  # an older generation (a late reader) is served but not kept
 
@@ -417,6 +456,8 @@ class PageRenderer:
         translations = self._catalogs.get(lang)
         gettext = translations.gettext
         reasons = [_reason(cause.reason, translations) for cause in maintenance.causes]
+        causes = maintenance.causes
+        read_only = bool(causes) and all(c.mode is Mode.READ_ONLY for c in causes)
         return {
             "status": MAINTENANCE_STATUS,
             "lang": lang,
@@ -438,6 +479,9 @@ class PageRenderer:
             "retry_after_s": None if dated else settings.retry_after_s,
             "services": list(maintenance.affected_services) if settings.show_services else [],
             "show_services": settings.show_services,
+            "mode": str(Mode.READ_ONLY if read_only else Mode.FULL),
+            "read_only": read_only,
+            "routes": _route_prefixes(maintenance.affected_routes),
             "refresh_s": settings.refresh_s,
             "live": self._live,
         }
@@ -557,9 +601,23 @@ class PageRenderer:
                 ),
             ),
         )
+        # A read-only maintenance of one route: the page says reads still work.
+        scoped = Maintenance(
+            active=True,
+            causes=(
+                Cause(
+                    kind=CauseKind.SERVICE_DOWN,
+                    reason=describe_route_down(Mode.READ_ONLY),
+                    since=now,
+                    services=("payments",),
+                    mode=Mode.READ_ONLY,
+                    routes=(Route("/checkout", frozenset({"POST"})),),
+                ),
+            ),
+        )
         samples: list[tuple[str, dict[str, Any]]] = []
         for name in _MAINTENANCE_TEMPLATES.values():
-            for maintenance in (outage, window, OFF):  # OFF: no causes, no end, no start
+            for maintenance in (outage, window, scoped, OFF):  # OFF: no causes, no end, no start
                 until = maintenance.until
                 context = self._maintenance_context(
                     maintenance, until=until, dated=until is not None, lang=lang
@@ -602,12 +660,18 @@ def _page_headers(fmt: PageFormat, body: bytes, lang: str) -> list[tuple[str, st
     return headers
 
 
+def _route_prefixes(routes: Iterable[Route]) -> list[str]:
+    """The path prefixes of ``routes``, once each, in order."""
+    return list(dict.fromkeys(route.path_prefix for route in routes))
+
+
 def _reason(text: str, translations: NullTranslations) -> str:
     """A reason of our own making (:data:`KNOWN_REASONS`) in the page's language."""
-    down = _SERVICES_DOWN.match(text)
-    if down is not None:
-        count = int(down.group(1))
-        return translations.ngettext(*SERVICES_DOWN, count) % {"num": count}
+    for pattern, texts in ((_SERVICES_DOWN, SERVICES_DOWN), (_WRITES_PAUSED, WRITES_PAUSED)):
+        down = pattern.match(text)
+        if down is not None:
+            count = int(down.group(1))
+            return translations.ngettext(*texts, count) % {"num": count}
     return translations.gettext(text) if text in KNOWN_REASONS else text
 
 

@@ -31,7 +31,8 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from controller.store import SnapshotStore
+from controller.snapshot import OFF
+from controller.store import SnapshotStore, State
 from proxy.aiohttp_compat import replace_message
 from proxy.announce import NONE as NO_HEADERS
 from proxy.announce import AnnounceHeader
@@ -39,7 +40,7 @@ from proxy.bypass import BypassPolicy
 from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
 from proxy.connection import HardenedServer
 from proxy.cookie import cookie_values
-from proxy.decision import Block, Bypass, RequestView, decide
+from proxy.decision import Block, Bypass, RequestView, Scopes, decide
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
 from proxy.hold import Holds
@@ -203,6 +204,8 @@ class PublicHandler:
             if settings.hold.max_requests > 0
             else None
         )
+        self._scopes = Scopes(OFF)
+        self._scopes_generation = -1
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         refused = refusal(
@@ -256,14 +259,18 @@ class PublicHandler:
             return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
         view = self._view(request, path)
-        decision = decide(view, state.maintenance, s.policy, now=time.time())
+        decision = decide(
+            view, state.maintenance, s.policy, now=time.time(), scope=self._scopes_for(state)
+        )
         if isinstance(decision, Block) and self._holds is not None:
             # Hold-then-fail (proxy.hold): wait for a service that has just gone down.
             held = await self._holds.hold(
                 request,
                 state,
                 decision,
-                lambda new: decide(view, new.maintenance, s.policy, now=time.time()),
+                lambda new: decide(
+                    view, new.maintenance, s.policy, now=time.time(), scope=self._scopes_for(new)
+                ),
             )
             if held is None:  # the client has gone
                 return web.Response(status=499, reason="Client Closed Request")
@@ -274,7 +281,9 @@ class PublicHandler:
             fmt = negotiate(headers.get(hdrs.ACCEPT))
             language = s.renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
             now = s.store.clock()
-            page = s.renderer.maintenance_page(state, fmt, now=now, language=language)
+            page = s.renderer.maintenance_page(
+                state, fmt, now=now, language=language, causes=decision.causes
+            )
             if fits(request):
                 body = b"" if request.method == "HEAD" else page.body
                 return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)
@@ -297,6 +306,12 @@ class PublicHandler:
             return self._public_status.options(request, allow_headers="Last-Event-ID")
         return await self._stream.respond(request, self._public_status.cors_headers(request))
 
+    def _scopes_for(self, state: State) -> Scopes:
+        """The scopes of ``state``'s verdict, compiled once per generation."""
+        if self._scopes_generation != state.generation:
+            self._scopes, self._scopes_generation = Scopes(state.maintenance), state.generation
+        return self._scopes
+
     def _view(self, request: web.BaseRequest, path: str) -> RequestView:
         headers = request.headers
         client = None
@@ -315,6 +330,7 @@ class PublicHandler:
             client=client,
             bypass_tokens=tuple(headers.getall(self._bypass_header, ())),
             bypass_cookies=cookies,
+            upgrade=_websocket(headers.get(hdrs.UPGRADE)),
         )
 
     def _issue_cookie(self, request: web.BaseRequest, path: str) -> web.Response | None:
@@ -384,6 +400,11 @@ class PublicHandler:
             "secure": _behind_tls(request, trusted_hops=self._trusted_hops),
             "samesite": "Lax",
         }
+
+
+def _websocket(upgrade: str | None) -> bool:
+    """True for ``Upgrade: websocket`` (among other protocols, in any case)."""
+    return upgrade is not None and any(p.strip().lower() == "websocket" for p in upgrade.split(","))
 
 
 def _behind_tls(request: web.BaseRequest, *, trusted_hops: int) -> bool:

@@ -10,6 +10,11 @@ bypassed or not, and shows nothing the maintenance page or ``/services`` would n
 - ``nextWindow``: the next scheduled window not yet open, ``{start, end, reason, announced,
   announceFrom}``, or null: ``announced`` is true from ``announceFrom`` (its start minus its
   ``announceSeconds``; null when it has none) until it opens;
+- ``scope``: what maintenance stops, ``site`` (everything), ``readOnly`` (writes),
+  ``routes`` (only ``routes``), ``readOnlyAndRoutes``, or null while it is off;
+- ``routes``: the routes stopped, ``[{pathPrefix, methods, mode}]`` (``methods`` empty:
+  every method; ``mode`` ``readOnly``: writes only); paths of the public site, so public;
+  with ``MWM_PAGE__SHOW_SERVICES`` each names its ``services`` too;
 - ``services`` (only with ``MWM_PAGE__SHOW_SERVICES``): ``[{name, ready}]``, every service
   when ``/services`` is public anyway, otherwise only the affected ones the page names.
   Never namespaces, endpoint counts, errors or probe details.
@@ -40,7 +45,13 @@ from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 from proxy.pages import SERVER
 from proxy.settings import Settings
-from proxy.statusdocs import JsonDocument, json_document, next_window
+from proxy.statusdocs import (
+    JsonDocument,
+    affected_routes,
+    json_document,
+    next_window,
+    scope_name,
+)
 
 METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods answered at the status path; any other falls through like any path."""
@@ -61,6 +72,8 @@ def build_public_status(state: State, *, now: datetime, settings: Settings) -> J
         "until": iso(until),
         "retryAfter": page.retry_after_s if active and (until is None or until <= now) else None,
         "nextWindow": next_window(state.upcoming),
+        "scope": scope_name(maintenance),
+        "routes": affected_routes(maintenance, services=page.show_services),
     }
     if page.show_services:
         payload["services"] = _services(state, every=settings.management.public_services_path)

@@ -7,6 +7,13 @@ every cause, every service with endpoint counts and a reason, and the next sched
 window (``nextWindow``: ``{start, end, reason, announced, announceFrom}`` or null, the
 same object the public status document carries).
 
+Scoped maintenance in ``/status``: each cause and each service has ``mode`` (``full`` or
+``readOnly``) and ``routes`` (``[{pathPrefix, methods}]``, empty: the whole site;
+``methods`` empty: every method); ``maintenance.scope`` says in one word what is stopped
+(:func:`scope_name`: ``site``, ``readOnly``, ``routes``, ``readOnlyAndRoutes``, null when
+off) and ``maintenance.affectedRoutes`` lists the routes stopped, ``[{pathPrefix, methods,
+mode, services}]``.
+
 ``/status`` also lists (``windows``) every scheduled window the sources know,
 ``{start, end, reason}`` in the order they open, past ones included while a source still
 lists them: the document changes per generation, not per second, so readers (the
@@ -24,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.snapshot import Cause, ServiceState, Upcoming, Window
+from controller.snapshot import Cause, Maintenance, Mode, Route, ServiceState, Upcoming, Window
 from controller.store import State
 from controller.timefmt import rfc3339_or_none as iso
 
@@ -63,6 +70,8 @@ def _service(state: ServiceState) -> dict[str, Any]:
         "reason": str(state.reason),
         "lastTransitionTime": iso(state.last_transition),
         "stale": state.stale,
+        "mode": str(state.mode),
+        "routes": [route_document(r) for r in state.routes],
     }
 
 
@@ -73,7 +82,59 @@ def _cause(cause: Cause) -> dict[str, Any]:
         "since": iso(cause.since),
         "until": iso(cause.until),
         "services": list(cause.services),
+        "mode": str(cause.mode),
+        "routes": [route_document(r) for r in cause.routes],
     }
+
+
+def route_document(route: Route) -> dict[str, Any]:
+    """``{pathPrefix, methods}``: ``methods`` sorted, empty for every method."""
+    return {"pathPrefix": route.path_prefix, "methods": sorted(route.methods)}
+
+
+SCOPE_SITE = "site"
+SCOPE_READ_ONLY = "readOnly"
+SCOPE_ROUTES = "routes"
+SCOPE_READ_ONLY_AND_ROUTES = "readOnlyAndRoutes"
+
+
+def scope_name(maintenance: Maintenance) -> str | None:
+    """What an active maintenance stops, in one word for frontends and ``mwm status``:
+
+    - ``site``: every request (some cause is whole-site and full; routes and read-only
+      causes then change nothing);
+    - ``readOnly``: writes everywhere, reads pass;
+    - ``routes``: only the requests ``affectedRoutes`` lists;
+    - ``readOnlyAndRoutes``: writes everywhere and the listed routes;
+    - None while maintenance is off."""
+    if not maintenance.active:
+        return None
+    if maintenance.whole_site:
+        return SCOPE_SITE
+    read_only = any(not c.routes for c in maintenance.causes)
+    routes = any(c.routes for c in maintenance.causes)
+    if read_only and routes:
+        return SCOPE_READ_ONLY_AND_ROUTES
+    return SCOPE_READ_ONLY if read_only else SCOPE_ROUTES
+
+
+def affected_routes(maintenance: Maintenance, *, services: bool) -> list[dict[str, Any]]:
+    """``[{pathPrefix, methods, mode}]``, one entry per route and mode the causes stop (a
+    ``full`` entry covers the reads of a ``readOnly`` one), in the order the causes name
+    them; with ``services``, each also names the services whose outage stops it."""
+    entries: dict[tuple[Route, Mode], list[str]] = {}
+    for cause in maintenance.causes:
+        for route in cause.routes:
+            names = entries.setdefault((route, cause.mode), [])
+            names.extend(n for n in cause.services if n not in names)
+    documents = []
+    for (route, mode), names in entries.items():
+        document = route_document(route)
+        document["mode"] = str(mode)
+        if services:
+            document["services"] = names
+        documents.append(document)
+    return documents
 
 
 def next_window(upcoming: Upcoming | None) -> dict[str, Any] | None:
@@ -130,6 +191,8 @@ def build_status(state: State, *, draining: bool = False) -> JsonDocument:
                 "since": iso(maintenance.since if maintenance.active else None),
                 "until": iso(maintenance.until),
                 "causes": [_cause(c) for c in maintenance.causes],
+                "scope": scope_name(maintenance),
+                "affectedRoutes": affected_routes(maintenance, services=True),
             },
             "synced": state.snapshot.synced,
             "draining": draining,

@@ -5,7 +5,10 @@
 
     - It follows <prefix>status/stream (EventSource); a document with "active": false
       reloads the page once, after a random delay within the spread, so that thousands of
-      open pages do not all come back in the same second.
+      open pages do not all come back in the same second.  So does a document whose
+      maintenance no longer applies to a GET of this page: its "scope" is not "site" and
+      none of its full-mode "routes" (for GET or every method) covers location.pathname.
+      A read-only page (#mwm-read-only: it answered a write) waits for "active": false.
     - Without EventSource, or when the stream fails for good (404, 503, not an event stream)
       or three times in a row without a message, it polls <prefix>status with If-None-Match,
       backing off (doubling up to pollMax) with jitter while the status cannot be read.
@@ -67,6 +70,43 @@
     }, Math.random() * spread * 1000);
   }
 
+  var readOnlyPage = !!document.getElementById("mwm-read-only");
+
+  function pagePath() {
+    var path = window.location && window.location.pathname;
+    if (typeof path !== "string") {
+      return null;
+    }
+    try {
+      return decodeURIComponent(path);
+    } catch (e) {
+      return path;
+    }
+  }
+
+  function covers(prefix, path) {
+    var base = String(prefix).replace(/\/+$/, "");
+    return base === "" || path === base || path.indexOf(base + "/") === 0;
+  }
+
+  // True while a GET of this page would still get the page, as far as the document says.
+  function stillApplies(doc) {
+    var path = pagePath();
+    if (readOnlyPage || path === null || typeof doc.scope !== "string" || doc.scope === "site") {
+      return true;
+    }
+    var routes = doc.routes || [];
+    for (var r = 0; r < routes.length; r++) {
+      var route = routes[r];
+      var methods = route.methods || [];
+      var forGet = methods.length === 0 || methods.indexOf("GET") >= 0;
+      if (route.mode !== "readOnly" && forGet && covers(route.pathPrefix, path)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   function seen(text) {
     var doc;
     try {
@@ -74,7 +114,7 @@
     } catch (e) {
       return;
     }
-    if (doc && doc.active === false) {
+    if (doc && (doc.active === false || (doc.active === true && !stillApplies(doc)))) {
       comeBack();
     }
   }

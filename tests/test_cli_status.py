@@ -240,3 +240,51 @@ def test_the_table_says_whether_the_next_window_is_announced(
         "next window: 2026-12-02T08:00:00Z to 2026-12-02T10:00:00Z: DB",
         *shown,
     ]
+
+
+def test_the_table_shows_the_scope_the_routes_and_read_only() -> None:
+    route = {"pathPrefix": "/checkout", "methods": ["POST"]}
+    lines = _status_lines(
+        {
+            "maintenance": {
+                "active": True,
+                "reason": "A service this part of the site needs is unavailable",
+                "since": "2026-12-01T09:00:00Z",
+                "until": None,
+                "scope": "readOnlyAndRoutes",
+                "affectedRoutes": [{**route, "mode": "full", "services": ["payments"]}],
+                "causes": [
+                    {
+                        "kind": "ServiceDown",
+                        "reason": "A service this part of the site needs is unavailable",
+                        "mode": "full",
+                        "routes": [route],
+                    },
+                    {"kind": "Manual", "reason": "Replica swap", "mode": "readOnly", "routes": []},
+                ],
+            },
+            "services": [
+                {
+                    "name": "payments",
+                    "namespace": "shop",
+                    "critical": False,
+                    "ready": False,
+                    "readyEndpoints": 0,
+                    "totalEndpoints": 1,
+                    "reason": "NoReadyEndpoints",
+                    "mode": "full",
+                    "routes": [route],
+                }
+            ],
+        }
+    )
+    assert lines == [
+        "maintenance: ON",
+        "  since: 2026-12-01T09:00:00Z",
+        "  reason: A service this part of the site needs is unavailable",
+        "  scope: writes everywhere and these routes: /checkout (POST)",
+        "  - ServiceDown: A service this part of the site needs is unavailable on /checkout (POST)",
+        "  - Manual: Replica swap [read-only]",
+        "services: 0/1 ready, critical 0/0 ready",
+        "  shop/payments: NOT READY 0/1 NoReadyEndpoints on /checkout (POST)",
+    ]

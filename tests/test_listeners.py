@@ -165,6 +165,8 @@ spec:
         "since": None,
         "until": None,
         "causes": [],
+        "scope": None,
+        "affectedRoutes": [],
     }
     assert [s["name"] for s in status["services"]] == ["alpha", "zeta"]
     assert set(status["services"][0]) >= {"readyEndpoints", "totalEndpoints", "reason"}

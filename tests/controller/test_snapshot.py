@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.snapshot import (
+    Cause,
     CauseKind,
     ManualSwitch,
+    Mode,
+    Route,
     ServiceReason,
     ServiceState,
     Snapshot,
@@ -32,6 +35,8 @@ def service(
     total: int = 1,
     min_ready: int = 1,
     reason: ServiceReason | None = None,
+    routes: tuple[Route, ...] = (),
+    mode: Mode = Mode.FULL,
 ) -> ServiceState:
     if reason is None:
         reason = ServiceReason.READY if ready >= min_ready else ServiceReason.NO_READY_ENDPOINTS
@@ -43,6 +48,9 @@ def service(
         total_endpoints=total,
         reason=reason,
         min_ready=min_ready,
+        routes=routes,
+        mode=mode,
+        last_transition=NOW - HOUR,
     )
 
 
@@ -315,3 +323,125 @@ async def test_listeners_hear_every_change() -> None:
     store.publish(Snapshot())
     store.set_switch(ManualSwitch(source="x", enabled=True))
     assert heard == [1, 2]
+
+
+# --- scoped maintenance ------------------------------------------------------------------
+
+CHECKOUT = (Route("/checkout", frozenset({"POST"})),)
+
+
+def test_critical_services_without_routes_are_one_cause_per_mode() -> None:
+    snapshot = Snapshot(
+        services=(
+            service("db-primary", ready=0, mode=Mode.READ_ONLY),
+            service("api", ready=0),
+            service("auth", ready=0),
+            service("db-replica"),
+        )
+    )
+    verdict = snapshot.evaluate(NOW)
+
+    assert verdict.active
+    assert verdict.whole_site
+    assert [(c.mode, c.services, c.routes) for c in verdict.causes] == [
+        (Mode.FULL, ("api", "auth"), ()),
+        (Mode.READ_ONLY, ("db-primary",), ()),
+    ]
+    assert verdict.causes[0].reason == "2 critical services are unavailable"
+    assert verdict.causes[1].reason == (
+        "Writes are paused because a critical service is unavailable"
+    )
+
+
+def test_only_read_only_services_down_is_not_whole_site() -> None:
+    verdict = Snapshot(services=(service("db", ready=0, mode=Mode.READ_ONLY),)).evaluate(NOW)
+
+    assert verdict.active
+    assert not verdict.whole_site
+    assert verdict.causes[0].mode is Mode.READ_ONLY
+
+
+@pytest.mark.parametrize("critical", [True, False], ids=["critical", "non-critical"])
+def test_a_service_with_routes_stops_only_its_routes(critical: bool) -> None:
+    snapshot = Snapshot(
+        services=(
+            service("payments", critical=critical, ready=0, routes=CHECKOUT),
+            service("search", critical=critical, ready=0, routes=(Route("/search"),)),
+        )
+    )
+    verdict = snapshot.evaluate(NOW)
+
+    assert verdict.active
+    assert not verdict.whole_site
+    assert verdict.causes == (
+        Cause(
+            kind=CauseKind.SERVICE_DOWN,
+            reason="A service this part of the site needs is unavailable",
+            since=NOW - HOUR,
+            services=("payments",),
+            routes=CHECKOUT,
+        ),
+        Cause(
+            kind=CauseKind.SERVICE_DOWN,
+            reason="A service this part of the site needs is unavailable",
+            since=NOW - HOUR,
+            services=("search",),
+            routes=(Route("/search"),),
+        ),
+    )
+    assert verdict.affected_routes == (*CHECKOUT, Route("/search"))
+
+
+def test_a_read_only_service_with_routes_pauses_writes_there() -> None:
+    down = service("cart-db", ready=0, routes=(Route("/cart"),), mode=Mode.READ_ONLY)
+    (cause,) = Snapshot(services=(down,)).evaluate(NOW).causes
+
+    assert (cause.mode, cause.routes, cause.services) == (
+        Mode.READ_ONLY,
+        (Route("/cart"),),
+        ("cart-db",),
+    )
+    assert cause.reason.startswith("Writes to this part of the site are paused")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        service("payments", ready=0, reason=ServiceReason.UNKNOWN, routes=CHECKOUT),
+        service("payments", routes=CHECKOUT),
+        service("db", ready=0, reason=ServiceReason.UNKNOWN, mode=Mode.READ_ONLY),
+        service("search", critical=False, ready=0),
+    ],
+    ids=["unknown-with-routes", "ready-with-routes", "unknown-read-only", "non-critical-no-routes"],
+)
+def test_what_never_triggers(state: ServiceState) -> None:
+    assert not Snapshot(services=(state,)).evaluate(NOW).active
+
+
+def test_switches_and_windows_carry_their_mode() -> None:
+    snapshot = Snapshot(
+        switches=(ManualSwitch(source="file", enabled=True, mode=Mode.READ_ONLY),),
+        windows=(Window(start=NOW - HOUR, end=NOW + HOUR, mode=Mode.READ_ONLY),),
+    )
+    verdict = snapshot.evaluate(NOW)
+
+    assert [(c.kind, c.mode) for c in verdict.causes] == [
+        (CauseKind.MANUAL, Mode.READ_ONLY),
+        (CauseKind.WINDOW, Mode.READ_ONLY),
+    ]
+    assert not verdict.whole_site
+
+
+def test_restricted_keeps_the_causes_named() -> None:
+    snapshot = Snapshot(
+        services=(service("payments", ready=0, routes=CHECKOUT),),
+        switches=(ManualSwitch(source="file", enabled=True, reason="Upgrade"),),
+    )
+    verdict = snapshot.evaluate(NOW)
+
+    assert verdict.whole_site
+    only = verdict.restricted((1,))
+    assert only.active
+    assert only.reason == "Upgrade"
+    assert only.affected_services == ()
+    assert not verdict.restricted(()).active

@@ -23,7 +23,12 @@ const attributes = { lang };
 const untilElement = until
   ? { textContent: "server text", getAttribute: (name) => (name === "datetime" ? until[1] : null) }
   : null;
-const elements = { "mwm-config": { textContent: config }, "mwm-until": untilElement };
+const readOnly = /id="mwm-read-only"/.test(html) ? {} : null;
+const elements = {
+  "mwm-config": { textContent: config },
+  "mwm-until": untilElement,
+  "mwm-read-only": readOnly,
+};
 let reloads = 0;
 const sources = [];
 const requests = [];
@@ -85,7 +90,7 @@ const sandbox = {
     },
     getElementById: (id) => elements[id] || null,
   },
-  window: { location: { reload: () => reloads++ } },
+  window: { location: { reload: () => reloads++, pathname: "/checkout/pay%20now" } },
   setTimeout: (fn, ms) => {
     timers.push({ id: nextTimer, at: clock + ms, fn, delay: ms });
     return nextTimer++;
@@ -179,6 +184,42 @@ if (scenario === "stream") {
   for (let i = 0; i < 3; i++) source.emit("error"); // never opened: three failures in a row
   result.closed = source.readyState === 2;
   result.polling = requests.length === 1;
+  result.reloads = reloads;
+} else if (scenario === "scoped") {
+  // The page of GET /checkout/pay now; the documents narrow the maintenance step by step.
+  const source = sources[0];
+  source.emit("open");
+  const scoped = (scope, routes) => JSON.stringify({ active: true, scope, routes });
+  const route = (pathPrefix, methods, mode) => ({ pathPrefix, methods, mode });
+  const steps = [
+    ["site", scoped("site", [])],
+    ["route", scoped("routes", [route("/checkout", [], "full")])],
+    ["route-for-get", scoped("routes", [route("/checkout/", ["GET"], "full")])],
+    ["older-document", JSON.stringify({ active: true })],
+    ["other-route", scoped("routes", [route("/checkouts", [], "full")])],
+  ];
+  result.reloadsAfter = {};
+  for (const [name, data] of steps) {
+    source.emit("status", { data });
+    result.reloadsAfter[name] = attributes["data-mwm-return"] || null;
+  }
+  result.reloadDelays = runTimers();
+  result.reloads = reloads;
+} else if (scenario === "scoped-writes-only") {
+  // Reads of this page pass again: writes paused, a POST-only route, a read-only route.
+  const source = sources[0];
+  source.emit("open");
+  source.emit("status", {
+    data: JSON.stringify({
+      active: true,
+      scope: "readOnlyAndRoutes",
+      routes: [
+        { pathPrefix: "/checkout", methods: ["POST"], mode: "full" },
+        { pathPrefix: "/checkout", methods: [], mode: "readOnly" },
+      ],
+    }),
+  });
+  result.reloadDelays = runTimers();
   result.reloads = reloads;
 } else if (scenario === "nothing") {
   result.live = attributes["data-mwm-live"];

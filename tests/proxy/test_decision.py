@@ -105,8 +105,8 @@ def test_forward_and_bypass_decisions_are_shared_not_allocated_per_request() -> 
 class _WritesOnly:
     """A read-only maintenance: reads go through, writes get the page."""
 
-    def applies(self, view: RequestView) -> bool:
-        return view.method not in ("GET", "HEAD", "OPTIONS")
+    def block(self, view: RequestView) -> Block | None:
+        return None if view.method in ("GET", "HEAD", "OPTIONS") else Block(ON)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from controller.snapshot import Cause, CauseKind, Maintenance, Mode, Snapshot
+from controller.store import State
 from proxy.pages import PageRenderer, RenderedPage
 from proxy.settings import PageSettings
 from tests.conftest import ProxyFactory, echo_app
@@ -327,3 +329,41 @@ def test_the_end_is_shown_relative_and_in_the_pages_language(tmp_path: Path) -> 
     assert german.endswith("(in 25 Minuten)")
     assert english.startswith("Friday, January 31, 2025")
     assert english.endswith("(in 25 minutes)")
+
+
+def test_the_script_comes_back_when_the_maintenance_no_longer_covers_this_page(
+    tmp_path: Path,
+) -> None:
+    result = run_script(tmp_path, returning_page(), "scoped")
+
+    assert result["reloadsAfter"] == {
+        "site": None,
+        "route": None,  # /checkout/pay now is under /checkout
+        "route-for-get": None,
+        "older-document": None,  # no scope: only "active": false counts
+        "other-route": "pending",  # /checkouts is another route
+    }
+    assert result["reloads"] == 1
+
+
+def test_the_script_comes_back_when_only_writes_remain_stopped(tmp_path: Path) -> None:
+    result = run_script(tmp_path, returning_page(), "scoped-writes-only")
+
+    assert result["reloads"] == 1
+
+
+def test_a_read_only_page_waits_for_the_end(tmp_path: Path) -> None:
+    scoped = Maintenance(
+        active=True,
+        causes=(Cause(kind=CauseKind.MANUAL, reason="Replica swap", mode=Mode.READ_ONLY),),
+    )
+    page = live_renderer(return_spread_s=5).maintenance_page(
+        State(snapshot=Snapshot(), maintenance=scoped, generation=1, changed_at=NOW),
+        HTML,
+        now=NOW,
+    )
+    assert b'id="mwm-read-only"' in page.body
+
+    result = run_script(tmp_path, page, "scoped-writes-only")
+
+    assert result["reloads"] == 0

@@ -162,6 +162,8 @@ def test_json_is_rfc9457_problem_details() -> None:
         "since": "2025-01-31T20:55:00Z",
         "contact": "https://status.example.com",
         "services": ["checkout", "search"],
+        "mode": "full",
+        "routes": [],
         "reasons": ["2 critical services are unavailable", "Database upgrade"],
     }
 

@@ -17,7 +17,7 @@ from proxy.settings import SettingsError, load_settings
 from tests.conftest import BYPASS_TOKEN, ProxyFactory, RunningProxy, echo_app
 
 STATUS = "/_mwm/status"
-KEYS = {"active", "reason", "since", "until", "retryAfter", "nextWindow"}
+KEYS = {"active", "reason", "since", "until", "retryAfter", "nextWindow", "scope", "routes"}
 CORS_HEADERS = (
     "Access-Control-Allow-Origin",
     "Access-Control-Allow-Methods",
@@ -66,6 +66,8 @@ async def test_maintenance_off(start_proxy: ProxyFactory) -> None:
         "until": None,
         "retryAfter": None,
         "nextWindow": None,
+        "scope": None,
+        "routes": [],
         "services": [],
     }
 
