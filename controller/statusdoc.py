@@ -17,9 +17,8 @@ from typing import Any
 
 from controller.checker import Checker
 from controller.snapshot import (
+    Maintenance,
     ManualSwitch,
-    Mode,
-    Route,
     ServiceReason,
     ServiceState,
     Snapshot,
@@ -48,8 +47,11 @@ def iso(instant: datetime | None) -> str | None:
 
 
 def _stopping(state: ServiceState) -> bool:
-    """Whether this service's outage stops traffic now (critical, seen, not ready)."""
-    return state.critical and not state.ready and state.reason is not ServiceReason.UNKNOWN
+    """Whether this service's outage stops traffic now, as :meth:`Snapshot.evaluate` has it:
+    seen, not ready, and critical or naming the routes that need it."""
+    if state.ready or state.reason is ServiceReason.UNKNOWN:
+        return False
+    return state.critical or bool(state.routes)
 
 
 def affected_routes(state: ServiceState) -> list[str]:
@@ -60,25 +62,17 @@ def affected_routes(state: ServiceState) -> list[str]:
     return list(dict.fromkeys(route.path_prefix for route in state.routes))
 
 
-def maintenance_scope(
-    services: Sequence[ServiceState],
-    switches: Sequence[ManualSwitch],
-    windows: Sequence[Window],
-    now: datetime,
-) -> str | None:
-    """How much of the site is in maintenance at ``now``: :data:`SCOPE_SITE` when a cause
-    stops every request, else :data:`SCOPE_READ_ONLY` when one stops every write, else
-    :data:`SCOPE_ROUTES` when down services stop only their routes; None when none does."""
-    scopes: list[tuple[Mode, tuple[Route, ...]]] = [
-        (s.mode, s.routes) for s in services if _stopping(s)
-    ]
-    scopes += [(s.mode, ()) for s in switches if s.active_at(now)]
-    scopes += [(w.mode, ()) for w in windows if w.open_at(now)]
-    if any(mode is Mode.FULL and not routes for mode, routes in scopes):
+def maintenance_scope(verdict: Maintenance) -> str | None:
+    """How much of the site the verdict stops: :data:`SCOPE_SITE` when a cause stops every
+    request, else :data:`SCOPE_READ_ONLY` when one stops every write, else
+    :data:`SCOPE_ROUTES` when only routes of down services are stopped; None when off."""
+    if not verdict.active:
+        return None
+    if verdict.whole_site:
         return SCOPE_SITE
-    if any(not routes for _, routes in scopes):
+    if any(not cause.routes for cause in verdict.causes):
         return SCOPE_READ_ONLY
-    return SCOPE_ROUTES if scopes else None
+    return SCOPE_ROUTES
 
 
 def _service_status(ref_critical: bool, state: ServiceState) -> JsonObject:
@@ -216,9 +210,7 @@ def desired_status(
             "reason": verdict.reason,
             "since": iso(verdict.since) if verdict.active else None,
             "until": iso(verdict.until),
-            "scope": (
-                maintenance_scope(own_states, switches, windows, now) if verdict.active else None
-            ),
+            "scope": (maintenance_scope(verdict)),
         },
         "summary": {"readyCritical": f"{ready_critical}/{len(critical)}"},
         "conditions": conditions,

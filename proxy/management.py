@@ -154,7 +154,9 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("shutting down")
     if not state.snapshot.synced:
         problems.append("state not synced yet")
-    if s.settings.management.readiness_drain and state.maintenance.active:
+    # Only a whole-site maintenance: a read-only or per-route one still serves most
+    # requests, which a pod taken out of the Service could not.
+    if s.settings.management.readiness_drain and state.maintenance.whole_site:
         problems.append("maintenance is on and readiness drain mode is enabled")
     status = 503 if problems else 200
     body = {"status": "ready" if not problems else "not ready", "problems": problems}

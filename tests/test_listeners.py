@@ -125,6 +125,21 @@ async def test_readiness_drain_mode_fails_readiness_during_maintenance(
         assert response.status == 200
 
 
+async def test_readiness_drain_mode_keeps_readiness_during_a_read_only_maintenance(
+    start_proxy: ProxyFactory,
+) -> None:
+    # A read-only maintenance still serves every read: the pod must stay in the Service.
+    proxy = await start_proxy({"MWM_MANAGEMENT__READINESS_DRAIN": "true"})
+    await proxy.switch(enabled=True, mode="readOnly")
+    await proxy.wait_for(lambda state: state.maintenance.active)
+    async with proxy.session.get(f"{proxy.management_url}/readyz") as response:
+        assert response.status == 200
+    await proxy.switch(enabled=True, mode="full")
+    await proxy.wait_for(lambda state: state.maintenance.whole_site)
+    async with proxy.session.get(f"{proxy.management_url}/readyz") as response:
+        assert response.status == 503
+
+
 def _write_state_file(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "mwm.yaml"
     path.write_text(body)
