@@ -48,6 +48,7 @@ from controller.snapshot import (
     Cause,
     CauseKind,
     Maintenance,
+    Mode,
     ServiceReason,
     ServiceState,
     Snapshot,
@@ -198,7 +199,14 @@ def _cause(cause: Cause) -> dict[str, Any]:
         "since": cause.since,
         "until": cause.until,
         "services": list(cause.services),
+        "read_only": cause.mode is Mode.READ_ONLY,
+        "routes": [route_text(r.path_prefix, sorted(r.methods)) for r in cause.routes],
     }
+
+
+def route_text(prefix: str, methods: list[str]) -> str:
+    """``/checkout (POST)``: a route as the dashboard shows it (its script writes the same)."""
+    return f"{prefix} ({', '.join(methods)})" if methods else prefix
 
 
 def _service(service: ServiceState) -> dict[str, Any]:

@@ -429,3 +429,18 @@ async def test_the_admin_token_never_appears_in_the_page_or_the_logs(
         page = await dashboard(proxy)
     assert ADMIN_TOKEN not in page.html
     assert ADMIN_TOKEN not in caplog.text
+
+
+async def test_a_cause_shows_its_scope(start_proxy: ProxyFactory, tmp_path: Path) -> None:
+    payments = {
+        **DOWN_SERVICE,
+        "name": "payments",
+        "mode": "readOnly",
+        "routes": [{"pathPrefix": "/checkout", "methods": ["POST"]}, {"pathPrefix": "/api/pay"}],
+    }
+    state_file = write_state(tmp_path / "state.yaml", {"services": [payments]})
+    proxy = await start_proxy({"MWM_SOURCE__LOCAL__FILE": str(state_file)})
+    await proxy.wait_for(lambda state: state.maintenance.active, timeout_s=10)
+    page = await dashboard(proxy)
+    (cause,) = [li.text for li in page.dom.by_id("causes").all("li")]
+    assert cause.endswith("; writes only; routes: /checkout (POST), /api/pay"), cause
