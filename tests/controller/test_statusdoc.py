@@ -264,7 +264,7 @@ def test_a_non_critical_service_with_routes_stops_its_routes() -> None:
     doc = scoped_status("search")
     assert doc["maintenance"]["active"] is True
     assert doc["maintenance"]["scope"] == "Routes"
-    assert affected(doc)["search"] != []
+    assert affected(doc)["search"] == ["/search"]
 
 
 def test_no_maintenance_no_scope() -> None:
