@@ -306,3 +306,32 @@ async def test_held_requests_get_the_page_when_the_probe_still_fails_at_the_dead
     async with asyncio.timeout(AT_ONCE_S):
         assert (await call(proxy, "POST", "/orders/3"))[0] == 503
     assert held.highest == 2
+
+
+async def test_a_service_with_routes_holds_only_its_routes(
+    start_proxy: ProxyFactory, upstream: TestServer, app: App, tmp_path: Path
+) -> None:
+    proxy, _ = await started(
+        start_proxy,
+        tmp_path,
+        "spec:\n  services:\n"
+        + probed(
+            upstream,
+            "payments",
+            "critical: true\nroutes: [{pathPrefix: /checkout, methods: [POST]}]\nholdSeconds: 60",
+        ),
+    )
+    held = HeldCount(proxy)
+    await proxy.wait_for(ready("payments", True))
+    app.healthy["payments"] = False
+    await proxy.wait_for(ready("payments", False))
+
+    (paying,) = await held_ones(proxy, held, ["/checkout/pay"])
+    async with asyncio.timeout(AT_ONCE_S):  # the rest of the site is not held
+        assert (await call(proxy, "GET", "/checkout"))[0] == 200
+        assert (await call(proxy, "POST", "/cart"))[0] == 200
+    assert held.value == 1
+    app.healthy["payments"] = True
+    async with asyncio.timeout(AT_ONCE_S):
+        assert (await paying)[0] == 200
+    assert app.seen == [("GET", "/checkout"), ("POST", "/cart"), ("POST", "/checkout/pay")]
