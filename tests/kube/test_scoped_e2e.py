@@ -21,6 +21,7 @@ from controller.checker import DEFAULT_ENTER_DELAY_S
 from controller.store import State
 from tests.conftest import RunningProxy
 from tests.crd.schema import CONFIG
+from tests.holding import App, HeldCount
 from tests.kube.clusters import (
     NS,
     Cluster,
@@ -32,8 +33,6 @@ from tests.kube.clusters import (
     service,
 )
 from tests.kube.fakeapi import FakeKubeAPI
-from tests.promises.test_scoped_sources import App
-from tests.proxy.test_hold import HeldCount
 
 SEED = CONFIG / "samples" / "servicechecker_seed.yaml"
 AT_ONCE_S = 5.0

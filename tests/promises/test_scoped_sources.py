@@ -27,41 +27,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from controller.store import State
 from proxy.cli import main as cli_main
 from tests.conftest import ProxyFactory, RunningProxy
-from tests.proxy.test_hold import HeldCount
+from tests.holding import AT_ONCE_S, App, HeldCount
 
 PROBE = "intervalSeconds: 0.02, timeoutSeconds: 1, failureThreshold: 1, successThreshold: 1"
-AT_ONCE_S = 5.0
-"""An answer "at once" comes well before the long hold (60 s) ends."""
-
-
-class App:
-    """The app behind mwm: answers every path, records what reached it, in order, and has a
-    ``/healthz/<service>`` per service whose answer the test switches."""
-
-    def __init__(self) -> None:
-        self.healthy: dict[str, bool] = {}
-        self.seen: list[tuple[str, str]] = []
-
-    def application(self) -> web.Application:
-        async def healthz(request: web.Request) -> web.Response:
-            healthy = self.healthy.get(request.match_info["name"], True)
-            return web.Response(status=200 if healthy else 503)
-
-        async def page(request: web.Request) -> web.Response:
-            await request.read()
-            self.seen.append((request.method, request.path))
-            return web.Response(text=f"app: {request.method} {request.path}")
-
-        application = web.Application()
-        application.router.add_get("/healthz/{name}", healthz)
-        application.router.add_route("*", "/{tail:.*}", page)
-        return application
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.snapshot import ManualSwitch, ServiceReason, ServiceState, Snapshot
 from proxy.hold import hold_deadline
 from tests.conftest import BYPASS_TOKEN, ProxyFactory, RunningProxy
+from tests.holding import AT_ONCE_S, HeldCount
 
-AT_ONCE_S = 5.0
-"""An answer "at once" comes well before any hold in these tests ends (60 s)."""
 LONG_HOLD_S = 60.0
 
 
@@ -57,32 +56,6 @@ async def upstream(app: App) -> AsyncIterator[TestServer]:
     await server.start_server()
     yield server
     await server.close()
-
-
-class HeldCount:
-    """The values written to the ``mwm_held_requests`` gauge, passed on to it."""
-
-    def __init__(self, proxy: RunningProxy) -> None:
-        services = proxy.runtime.services
-        assert services is not None
-        metrics = services.metrics
-        self._gauge: Callable[[float], None] = metrics.held_requests
-        self.value = 0
-        self.highest = 0
-        self._changed = asyncio.Event()
-        metrics.held_requests = self._set  # type: ignore[method-assign]
-
-    def _set(self, value: float) -> None:
-        self._gauge(value)
-        self.value = int(value)
-        self.highest = max(self.highest, self.value)
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def until(self, value: int, *, timeout_s: float = AT_ONCE_S) -> None:
-        async with asyncio.timeout(timeout_s):
-            while self.value != value:
-                await self._changed.wait()
 
 
 def service(
