@@ -62,6 +62,21 @@ def affected_routes(state: ServiceState) -> list[str]:
     return list(dict.fromkeys(route.path_prefix for route in state.routes))
 
 
+ROUTES_COLUMN_CHARS = 512
+"""The schema's bound on ``summary.affectedRoutes``."""
+
+
+def routes_column(states: Sequence[ServiceState]) -> str | None:
+    """``/checkout, /api/payments``: every route prefix stopped now, once each, for kubectl's
+    Routes column; cut with an ellipsis at the schema's bound; None (the merge patch removes
+    the field) when no route is stopped."""
+    prefixes = dict.fromkeys(p for state in states for p in affected_routes(state))
+    text = ", ".join(prefixes)
+    if len(text) > ROUTES_COLUMN_CHARS:
+        text = text[: ROUTES_COLUMN_CHARS - 1] + "\u2026"
+    return text or None
+
+
 def maintenance_scope(verdict: Maintenance) -> str | None:
     """How much of the site the verdict stops: :data:`SCOPE_SITE` when a cause stops every
     request, else :data:`SCOPE_READ_ONLY` when one stops every write, else
@@ -212,7 +227,10 @@ def desired_status(
             "until": iso(verdict.until),
             "scope": (maintenance_scope(verdict)),
         },
-        "summary": {"readyCritical": f"{ready_critical}/{len(critical)}"},
+        "summary": {
+            "readyCritical": f"{ready_critical}/{len(critical)}",
+            "affectedRoutes": routes_column(own_states),
+        },
         "conditions": conditions,
     }
 

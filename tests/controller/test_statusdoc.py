@@ -54,7 +54,7 @@ def test_seed_fields_and_this_resources_own_criticality() -> None:
     ]
     # search is down but not critical for this resource: no maintenance here.
     assert doc["maintenance"]["active"] is False
-    assert doc["summary"] == {"readyCritical": "1/1"}
+    assert doc["summary"] == {"readyCritical": "1/1", "affectedRoutes": None}
     assert doc["observedGeneration"] == 3
 
 

@@ -635,7 +635,7 @@ def test_printer_columns_point_at_schema_fields(crd: JsonObject) -> None:
     (version,) = crd["spec"]["versions"]
     schema = version_schema(crd)
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Maintenance", "Reason", "Scope", "Ready", "Age"]
+    assert list(columns) == ["Maintenance", "Reason", "Scope", "Routes", "Ready", "Age"]
     assert columns["Age"] == {
         "name": "Age",
         "type": "date",

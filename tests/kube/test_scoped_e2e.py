@@ -116,6 +116,7 @@ async def test_a_service_with_routes_losing_its_endpoints_stops_only_its_routes(
         False,
         ["/checkout"],
     )
+    assert written["summary"]["affectedRoutes"] == "/checkout"  # kubectl get -o wide's Routes
 
     fake.update(endpoint_slice("payments", ready=1))
     await cluster.wait_for(maintenance_off)
@@ -125,6 +126,7 @@ async def test_a_service_with_routes_losing_its_endpoints_stops_only_its_routes(
         lambda s: (s.get("maintenance") or {}).get("active") is False
     )
     assert written["serviceStatuses"][0]["affectedRoutes"] == []
+    assert "affectedRoutes" not in written["summary"]  # the merge patch's null removed it
 
 
 async def test_read_only_maintenance_on_the_servicechecker(
