@@ -6,7 +6,8 @@ per worker after start-up and after 1 M requests; start-up to ready <= 1 s".
 
 Each round starts ``mwm run`` (one worker, cluster mode, leader election and status writes on)
 twice, once as it is and once with ``MWM_KUBE_EAGER_IMPORT=1`` (``controller.kubelib``'s
-diagnostic switch: the plain import of the whole library), and for each:
+diagnostic switch: the plain import of the whole library), then once in local mode (no
+Kubernetes client; the floor, for reference), and for each:
 
 - *start-up to ready*: from just before the process is spawned to the first 200 from
   ``/readyz`` (which needs the first state read from the API), polled every 2 ms;
@@ -65,8 +66,13 @@ STOP_TIMEOUT_S = 20.0
 EAGER_IMPORT_ENV = "MWM_KUBE_EAGER_IMPORT"
 """``controller.kubelib``'s diagnostic switch (not imported from there: that would run it
 here)."""
-VARIANTS = {"lazy": {}, "whole": {EAGER_IMPORT_ENV: "1"}}
-"""The two imports of kubernetes-asyncio, by the environment that selects them."""
+VARIANTS: dict[str, dict[str, str]] = {
+    "lazy": {},
+    "whole": {EAGER_IMPORT_ENV: "1"},
+    "local": {"MWM_SOURCE__KIND": "local"},
+}
+"""The two imports of kubernetes-asyncio, by the environment that selects them, and the local
+mode (no Kubernetes client at all) for reference: the floor the cluster mode can reach."""
 
 
 class BenchError(Exception):
@@ -120,7 +126,7 @@ def _environment(
             "MWM_SOURCE__KIND": "kubernetes",
             "MWM_SOURCE__KUBERNETES__KUBECONFIG": str(kubeconfig),
             "MWM_SOURCE__KUBERNETES__NAMESPACE": NAMESPACE,
-            **VARIANTS[variant],
+            **VARIANTS[variant],  # last: the local mode's source kind wins
         }
     )
     return env
@@ -255,19 +261,22 @@ def report(samples: list[Sample], requests: int) -> tuple[str, dict[str, float]]
         (f"RSS after {requests:,} requests", "rss_after_mib", "MiB", TARGET_RSS_MIB),
     ]
     lines = [
-        f"| figure (median of {len(samples) // len(VARIANTS)}) | lazy (kubelib) | whole import "
-        "| lazy / whole | target | lazy |",
-        "|---|---|---|---|---|---|",
+        f"| figure (median of {len(samples) // len(VARIANTS)}) | cluster, lazy (kubelib) "
+        "| cluster, whole import | lazy / whole | local mode | lazy - local | target | lazy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     figures: dict[str, float] = {}
     for title, field, unit, target in rows:
-        lazy, whole = _median(samples, "lazy", field), _median(samples, "whole", field)
-        figures[f"lazy_{field}"], figures[f"whole_{field}"] = lazy, whole
+        lazy, whole, local = (_median(samples, v, field) for v in ("lazy", "whole", "local"))
+        for variant, value in (("lazy", lazy), ("whole", whole), ("local", local)):
+            figures[f"{variant}_{field}"] = value
         digits = 3 if unit == "s" else 1
         verdict = "PASS" if lazy <= target else "FAIL"
         lines.append(
             f"| {title} | {lazy:.{digits}f} {unit} | {whole:.{digits}f} {unit} "
-            f"| {lazy / whole:.2f}x | <= {target:g} {unit} | {verdict} |"
+            f"| {lazy / whole:.2f}x | {local:.{digits}f} {unit} "
+            f"| {lazy - local:+.{digits}f} {unit} "
+            f"| <= {target:g} {unit} | {verdict} |"
         )
     errors = sum(s.errors for s in samples)
     lines.append(f"\n{errors} non-200 answers over {len(samples) * requests:,} proxied requests.")
