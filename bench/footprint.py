@@ -283,6 +283,10 @@ def report(samples: list[Sample], requests: int) -> tuple[str, dict[str, float]]
     return "\n".join(lines), figures
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -297,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}, {args.rounds} rounds, {args.requests:,} requests each",
         flush=True,
     )
+    signal.signal(signal.SIGTERM, _interrupted)  # stop mwm too, as on Ctrl-C
     try:
         samples = asyncio.run(measure(args.rounds, args.requests, args.concurrency))
     except BenchError as exc:
         print(f"footprint: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     table, figures = report(samples, args.requests)
     print(table)
     args.results_dir.mkdir(parents=True, exist_ok=True)
