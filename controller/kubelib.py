@@ -54,8 +54,9 @@ class _Unexpected(Exception):
 
 
 def _lazy_names(package: str, source: str) -> tuple[dict[str, str], dict[str, object]]:
-    """From an ``__init__``'s source: the names its imports bind (name -> module, ``""``
-    appended for a module itself, see :func:`_resolve`), and its constant assignments."""
+    """From an ``__init__``'s source: the names its imports bind, each as
+    ``module:attribute`` (``module:`` for the module itself, see :func:`_resolve`), and its
+    constant assignments.  Anything else in it raises :class:`_Unexpected`."""
     names: dict[str, str] = {}
     constants: dict[str, object] = {}
     for node in ast.parse(source).body:
@@ -133,17 +134,16 @@ def _lazy_package(name: str, search_path: list[str] | None) -> types.ModuleType:
 def _install_lazy() -> None:
     created: dict[str, types.ModuleType] = {}
     search_path: list[str] | None = None
-    for name in LAZY_PACKAGES:
-        parent, _, child = name.rpartition(".")
+    for name in LAZY_PACKAGES:  # parents first: a child is found on its parent's path
+        parent = name.rpartition(".")[0]
         if parent:
             search_path = list(created[parent].__path__)
-        module = _lazy_package(name, search_path)
-        created[name] = module
+        created[name] = _lazy_package(name, search_path)
     for name, module in created.items():
         parent, _, child = name.rpartition(".")
         if parent:
             setattr(created[parent], child, module)
-    sys.modules.update(created)
+    sys.modules.update(created)  # last: a failure above leaves nothing behind
 
 
 def _install() -> str:
@@ -157,8 +157,6 @@ def _install() -> str:
     try:
         _install_lazy()
     except (_Unexpected, OSError, SyntaxError, ValueError) as exc:
-        for name in LAZY_PACKAGES:
-            sys.modules.pop(name, None)
         log.debug("kubernetes_asyncio imported whole (%s)", exc)
         importlib.import_module(ROOT)
         return "eager"
