@@ -150,6 +150,22 @@ def _models(loaded: list[str]) -> set[str]:
 async def test_the_controller_loads_only_the_models_its_election_builds(
     fake: FakeKubeAPI, tmp_path: Path
 ) -> None:
+    # A Lease left by a replica gone long ago: the election reads it (the library turns the
+    # answer into a V1Lease, finding the class by name) and takes it over.
+    fake.create(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LEASE, "namespace": NS},
+            "spec": {
+                "holderIdentity": "replica-gone",
+                "leaseDurationSeconds": 2,
+                "acquireTime": "2020-01-01T00:00:00.000000Z",
+                "renewTime": "2020-01-01T00:00:00.000000Z",
+                "leaseTransitions": 3,
+            },
+        }
+    )
     report = await _run_controller(fake, tmp_path)
 
     assert report["mode"] == "lazy"
