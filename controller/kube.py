@@ -1,7 +1,9 @@
 """The one module that talks to Kubernetes (through kubernetes-asyncio's ``ApiClient``).
 
 Everything else in ``controller/`` sees plain JSON objects (``dict``), :class:`Resource`
-descriptions and the errors below; nothing else imports ``kubernetes_asyncio``.
+descriptions and the errors below; nothing else uses ``kubernetes_asyncio`` but
+:mod:`controller.leadership`, and both get it from :mod:`controller.kubelib`, which imports
+it without its generated model modules.
 
 Requests go through ``ApiClient.call_api`` with ``_preload_content=False``: the client
 still does configuration, authentication (in-cluster token, kubeconfig, exec plugins)
@@ -36,10 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config.config_exception import ConfigException
+
+from controller.kubelib import ApiClient, ApiException, ConfigException, Configuration, kube_config
 
 JsonObject = dict[str, Any]
 

@@ -29,8 +29,8 @@ within ``retry_period_s``, instead of after ``lease_duration_s``.
 While the Lease cannot be reached, the failure is logged when it starts, at most every
 :data:`LEASE_TROUBLE_REPEAT_S` while it lasts, and once more when it ends.
 
-This module and :mod:`controller.kube` are the only ones that import
-``kubernetes_asyncio``.
+This module and :mod:`controller.kube` are the only ones that use ``kubernetes_asyncio``,
+through :mod:`controller.kubelib` (which imports it without its generated models).
 """
 
 from __future__ import annotations
@@ -43,10 +43,6 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
-from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
-
 from controller.kube import (
     LEASES,
     UNREACHABLE_ERRORS,
@@ -55,6 +51,7 @@ from controller.kube import (
     KubeError,
     describe_error,
 )
+from controller.kubelib import ApiException, LeaseLock, electionconfig, leaderelection
 from controller.settings import LeaderElectionSettings
 
 log = logging.getLogger(__name__)
