@@ -91,8 +91,8 @@ class Runtime:
         self.source = LocalSource(settings.source.local, self.store)
         self.cluster: Cluster | None = None
         if kind is SourceKind.KUBERNETES:
-            # Imported only here: kubernetes_asyncio's models cost ~40 MiB of memory that the
-            # cluster-less mode never needs.
+            # Imported only here: the Kubernetes client (even without its model modules, which
+            # controller.kubelib never loads) costs memory the cluster-less mode never needs.
             from controller.cluster import Cluster
 
             self.cluster = Cluster(

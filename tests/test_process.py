@@ -165,7 +165,7 @@ def test_the_clients_url_variable_does_not_stop_the_server() -> None:
 
 
 def test_the_cluster_less_mode_does_not_load_the_kubernetes_client() -> None:
-    # kubernetes_asyncio's models cost ~40 MiB per process; the local mode never needs them.
+    # The Kubernetes client costs memory per process; the local mode never needs it.
     code = (
         "import sys, proxy.cli, proxy.runtime; "
         "from proxy.runtime import Runtime; from proxy.settings import load_settings; "
