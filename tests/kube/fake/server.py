@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -75,6 +76,7 @@ class ApiServer:
         self._offline = False
         self._site: web.TCPSite | None = None
         self._port = 0
+        self._held_port: socket.socket | None = None
         self._faults: list[Fault] = []
         self._gates: list[Gate] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -111,7 +113,7 @@ class ApiServer:
             app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, reuse_port=True)
         await site.start()
         self._site = site
         host, port = self._runner.addresses[0][:2]
@@ -123,6 +125,7 @@ class ApiServer:
         for gate in self._gates:
             gate.set()
         self.hub.end(None, abort=False)
+        self._release_port()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -205,6 +208,7 @@ class ApiServer:
         drop whatever arrives on connections that were already open."""
         self._offline = True
         if self._site is not None:
+            self._hold_port()
             await self._site.stop()
             self._site = None
         self.hub.end(None, abort=True)
@@ -214,10 +218,26 @@ class ApiServer:
         assert self._runner is not None, "the fake API server is not started"
         self._offline = False
         if self._site is None:
-            site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+            site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_port=True)
             await site.start()
             self._site = site
+        self._release_port()
         self._notify()
+
+    def _hold_port(self) -> None:
+        """Keep the port while offline with a bound socket that does not listen: connections
+        are refused as by a closed port, and no other socket can take the port meanwhile (a
+        freed port can be handed to any outgoing connection as its local port, and listening
+        again would then fail with "address already in use")."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", self._port))
+        self._held_port = held
+
+    def _release_port(self) -> None:
+        if self._held_port is not None:
+            self._held_port.close()
+            self._held_port = None
 
     # -- authorization -------------------------------------------------------------------------
 
