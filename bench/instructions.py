@@ -32,12 +32,12 @@ import http.client
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench import harness
+from bench.revisions import short_commit, worktree
 from bench.servers import Server, ServerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,42 +50,19 @@ START_TIMEOUT_S = 180.0
 
 @contextmanager
 def tree(rev: str | None) -> Iterator[tuple[Path, str]]:
-    """A work tree of ``rev`` (``None``: this checkout) and the commit it names."""
-    if rev is None:
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "proxy", "controller"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        head = _short(ROOT, "HEAD")
-        yield ROOT, head + (" + uncommitted changes" if dirty else "")
+    """A work tree of ``rev`` (:func:`bench.revisions.worktree`), or this checkout for ``None``,
+    and the commit it names."""
+    if rev is not None:
+        with worktree(rev) as found:
+            yield found
         return
-    into = Path(tempfile.mkdtemp(prefix="mwm-rev-")) / "tree"
-    commit = _short(ROOT, rev)
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(into), commit],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield into, commit
-    finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(into)],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(into.parent, ignore_errors=True)
-
-
-def _short(where: Path, rev: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(where), "rev-parse", "--short", rev],
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "proxy", "controller"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
+    yield ROOT, short_commit("HEAD") + (" + uncommitted changes" if dirty else "")
 
 
 def _control(pid: int, *args: str) -> None:

@@ -26,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,35 @@ ROOT = Path(__file__).resolve().parents[1]
 PATHS = (("proxied", False), ("503 page", True))
 
 
-def checkout(rev: str, into: Path) -> str:
-    """A work tree of ``rev`` at ``into``; returns the commit it resolved to."""
-    commit = subprocess.run(
+def short_commit(rev: str) -> str:
+    """``rev`` resolved to its short commit name."""
+    return subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", rev],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(into), commit],
-        check=True,
-        capture_output=True,
-    )
-    return commit
+
+
+@contextmanager
+def worktree(rev: str) -> Iterator[tuple[Path, str]]:
+    """A temporary work tree of ``rev`` and the commit it resolved to; removed afterwards."""
+    into = Path(tempfile.mkdtemp(prefix="mwm-rev-")) / "tree"
+    commit = short_commit(rev)
+    try:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(into), commit],
+            check=True,
+            capture_output=True,
+        )
+        yield into, commit
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(into)],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(into.parent, ignore_errors=True)
 
 
 def measure(base_tree: Path, options: harness.Options) -> dict[str, Any]:
@@ -91,17 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             *(["--no-pin"] if args.no_pin else []),
         ]
     )
-    base_tree = Path(tempfile.mkdtemp(prefix="mwm-base-")) / "tree"
-    try:
-        commit = checkout(args.base, base_tree)
+    with worktree(args.base) as (base_tree, commit):
         summary = measure(base_tree, options)
-    finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(base_tree.parent, ignore_errors=True)
     print(f"base {args.base} ({commit}) vs the working tree; medians of {options.rounds} rounds")
     for label, _ in PATHS:
         base = summary[f"base {label}"]["median"]
