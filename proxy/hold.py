@@ -135,13 +135,17 @@ class Holds:
             _end_now(held)
 
     async def hold(
-        self, request: web.BaseRequest, state: State, blocked: Block, redecide: Redecide
+        self,
+        request: web.BaseRequest,
+        state: State,
+        blocked: Block,
+        deadline: float,
+        redecide: Redecide,
     ) -> tuple[State, Decision] | None:
-        """Hold ``request`` if it is holdable and there is room; return the state and the
-        decision to act on (the page for a :class:`Block`, else forward), or None when the
-        client has gone while held (answer nothing)."""
-        deadline = self._deadline(blocked, state)
-        if deadline is None or self._closed:
+        """Hold ``request`` (holdable until ``deadline``, from :meth:`deadline`) if there is
+        room; return the state and the decision to act on (the page for a :class:`Block`,
+        else forward), or None when the client has gone while held (answer nothing)."""
+        if self._closed:
             return state, blocked
         length = request.content_length
         if (
@@ -175,7 +179,7 @@ class Holds:
                     if not isinstance(decision, Block):
                         outcome = HoldOutcome.RELEASED
                         break
-                    later = self._deadline(decision, state)
+                    later = self.deadline(decision, state)
                     if later is None:
                         break  # blocked for a reason that is never held, or past its time
                     timeout.reschedule(later)
@@ -191,7 +195,7 @@ class Holds:
             return None
         return state, decision
 
-    def _deadline(self, blocked: Block, state: State) -> float | None:
+    def deadline(self, blocked: Block, state: State) -> float | None:
         """The loop time until which the request may be held, or None if it may not be."""
         causes = blocked.maintenance.causes
         cached = self._last

@@ -263,18 +263,27 @@ class PublicHandler:
             view, state.maintenance, s.policy, now=time.time(), scope=self._scopes_for(state)
         )
         if isinstance(decision, Block) and self._holds is not None:
-            # Hold-then-fail (proxy.hold): wait for a service that has just gone down.
-            held = await self._holds.hold(
-                request,
-                state,
-                decision,
-                lambda new: decide(
-                    view, new.maintenance, s.policy, now=time.time(), scope=self._scopes_for(new)
-                ),
-            )
-            if held is None:  # the client has gone
-                return web.Response(status=499, reason="Client Closed Request")
-            state, decision = held
+            # Hold-then-fail (proxy.hold): wait for a service that has just gone down. The
+            # deadline (cached per generation) says whether this block is holdable at all,
+            # so the page path pays for no coroutine while nothing is.
+            deadline = self._holds.deadline(decision, state)
+            if deadline is not None:
+                held = await self._holds.hold(
+                    request,
+                    state,
+                    decision,
+                    deadline,
+                    lambda new: decide(
+                        view,
+                        new.maintenance,
+                        s.policy,
+                        now=time.time(),
+                        scope=self._scopes_for(new),
+                    ),
+                )
+                if held is None:  # the client has gone
+                    return web.Response(status=499, reason="Client Closed Request")
+                state, decision = held
         if isinstance(decision, Block):
             s.metrics.requests.inc("block")
             headers = request.headers
