@@ -220,6 +220,26 @@ async def test_a_read_only_service_down_stops_writes_only(
     assert (await call(proxy, "POST", "/orders"))[0] == 200
 
 
+async def taken_down(
+    start_proxy: ProxyFactory,
+    upstream: TestServer,
+    app: App,
+    tmp_path: Path,
+    name: str,
+    fields: str,
+) -> tuple[RunningProxy, HeldCount]:
+    """mwm probing the one service ``name`` (``fields`` added to its entry), seen ready, then
+    its probe failing and the service seen down; with a watch on the held count."""
+    proxy, _ = await started(
+        start_proxy, tmp_path, "spec:\n  services:\n" + probed(upstream, name, fields)
+    )
+    held = HeldCount(proxy)
+    await proxy.wait_for(ready(name, True))
+    app.healthy[name] = False
+    await proxy.wait_for(ready(name, False))
+    return proxy, held
+
+
 async def held_ones(
     proxy: RunningProxy, held: HeldCount, paths: list[str]
 ) -> list[asyncio.Task[tuple[int, str]]]:
@@ -234,15 +254,9 @@ async def held_ones(
 async def test_held_requests_reach_the_app_in_order_when_the_probe_passes_in_time(
     start_proxy: ProxyFactory, upstream: TestServer, app: App, tmp_path: Path
 ) -> None:
-    proxy, _ = await started(
-        start_proxy,
-        tmp_path,
-        "spec:\n  services:\n" + probed(upstream, "db", "critical: true\nholdSeconds: 60"),
+    proxy, held = await taken_down(
+        start_proxy, upstream, app, tmp_path, "db", "critical: true\nholdSeconds: 60"
     )
-    held = HeldCount(proxy)
-    await proxy.wait_for(ready("db", True))
-    app.healthy["db"] = False
-    await proxy.wait_for(ready("db", False))
 
     paths = [f"/orders/{i}" for i in range(5)]
     sent = await held_ones(proxy, held, paths)
@@ -258,15 +272,9 @@ async def test_held_requests_reach_the_app_in_order_when_the_probe_passes_in_tim
 async def test_held_requests_get_the_page_when_the_probe_still_fails_at_the_deadline(
     start_proxy: ProxyFactory, upstream: TestServer, app: App, tmp_path: Path
 ) -> None:
-    proxy, _ = await started(
-        start_proxy,
-        tmp_path,
-        "spec:\n  services:\n" + probed(upstream, "db", "critical: true\nholdSeconds: 1"),
+    proxy, held = await taken_down(
+        start_proxy, upstream, app, tmp_path, "db", "critical: true\nholdSeconds: 1"
     )
-    held = HeldCount(proxy)
-    await proxy.wait_for(ready("db", True))
-    app.healthy["db"] = False
-    await proxy.wait_for(ready("db", False))
 
     sent = await held_ones(proxy, held, ["/orders/1", "/orders/2"])
     async with asyncio.timeout(AT_ONCE_S):
@@ -284,20 +292,14 @@ async def test_held_requests_get_the_page_when_the_probe_still_fails_at_the_dead
 async def test_a_service_with_routes_holds_only_its_routes(
     start_proxy: ProxyFactory, upstream: TestServer, app: App, tmp_path: Path
 ) -> None:
-    proxy, _ = await started(
+    proxy, held = await taken_down(
         start_proxy,
+        upstream,
+        app,
         tmp_path,
-        "spec:\n  services:\n"
-        + probed(
-            upstream,
-            "payments",
-            "critical: true\nroutes: [{pathPrefix: /checkout, methods: [POST]}]\nholdSeconds: 60",
-        ),
+        "payments",
+        "critical: true\nroutes: [{pathPrefix: /checkout, methods: [POST]}]\nholdSeconds: 60",
     )
-    held = HeldCount(proxy)
-    await proxy.wait_for(ready("payments", True))
-    app.healthy["payments"] = False
-    await proxy.wait_for(ready("payments", False))
 
     (paying,) = await held_ones(proxy, held, ["/checkout/pay"])
     async with asyncio.timeout(AT_ONCE_S):  # the rest of the site is not held
