@@ -29,7 +29,11 @@ The internals, written against aiohttp 3.14.x (:data:`SUPPORTED`):
 - ``StreamResponse._keep_alive``, ``_eof_sent``, ``_body_length``
   (:func:`response_written`): :mod:`proxy.prebuilt`'s one-write answers;
 - ``ClientSession._retry_connection`` (:func:`disable_connection_retry`): no resend of a
-  request with a body;
+  websocket handshake;
+- ``client_proto.ResponseHandler`` (:data:`UpstreamProtocol`), aiohttp's client connection
+  protocol, driven without a ``ClientSession`` (``set_response_params``, ``start_timeout``,
+  ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``), and
+  ``BaseProtocol._drain_helper`` (:func:`drain`): :mod:`proxy.upstreampool`'s connections;
 - ``AccessLogger._format_line`` (:class:`AccessLogFieldHook`): secrets masked in the
   access log.
 
@@ -50,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from aiohttp import http_parser, web, web_protocol
+from aiohttp import base_protocol, client_proto, http_parser, web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.web_log import AccessLogger
@@ -71,8 +75,10 @@ __all__ = [
     "HandlerInternals",
     "ParserRefusal",
     "ServerMakingAppRunner",
+    "UpstreamProtocol",
     "check_aiohttp",
     "disable_connection_retry",
+    "drain",
     "line_limit",
     "missing_internals",
     "replace_message",
@@ -259,6 +265,45 @@ def disable_connection_retry(session: aiohttp.ClientSession) -> None:
     session._retry_connection = False
 
 
+# --- The upstream connections (proxy.upstreampool) --------------------------------------
+
+UpstreamProtocol = client_proto.ResponseHandler
+"""aiohttp's client connection protocol (``aiohttp.client_proto.ResponseHandler``, 3.x): it
+parses answers with ``aiohttp.http.HttpResponseParser`` (looked up when
+``set_response_params`` makes the parser for an exchange), keeps the read timeout
+(``start_timeout``, re-armed by each read), pauses reading when a body's buffer is full,
+and queues ``(message, payload)`` for ``read()``; a broken connection raises the
+exceptions a ``ClientSession`` raises."""
+
+_RESPONSE_PARAMETERS: Final = ("skip_payload", "read_until_eof", "auto_decompress", "read_timeout")
+_PROTOCOL_METHODS: Final = (
+    "set_response_params",
+    "start_timeout",
+    "read",
+    "set_exception",
+    "is_connected",
+    "close",
+)
+_PROTOCOL_PROPERTIES: Final = ("should_close", "closed", "writing_paused")
+
+
+async def drain(protocol: UpstreamProtocol) -> None:
+    """Wait until ``protocol``'s transport takes writes again (``BaseProtocol._drain_helper``,
+    aiohttp 3.x, what aiohttp's own writers await): a request body's backpressure.  Raises
+    ``ConnectionResetError`` when the connection is gone."""
+    await protocol._drain_helper()
+
+
+def _upstream_protocol() -> bool:
+    cls = client_proto.ResponseHandler
+    if not all(callable(getattr(cls, name, None)) for name in _PROTOCOL_METHODS):
+        return False
+    if not all(isinstance(getattr(cls, name, None), property) for name in _PROTOCOL_PROPERTIES):
+        return False
+    parameters = inspect.signature(cls.set_response_params).parameters
+    return all(name in parameters for name in _RESPONSE_PARAMETERS)
+
+
 # --- The access log (proxy.serverlog) --------------------------------------------------
 
 _format_line: Callable[..., list[tuple[Any, Any]]] = getattr(
@@ -398,6 +443,11 @@ INTERNALS: Final[tuple[Internal, ...]] = (
         ),
     ),
     Internal("AccessLogger._format_line", lambda: _reads(AccessLogger.log, "_format_line")),
+    Internal("client_proto.ResponseHandler", _upstream_protocol),
+    Internal(
+        "BaseProtocol._drain_helper",
+        lambda: callable(getattr(base_protocol.BaseProtocol, "_drain_helper", None)),
+    ),
 )
 """Every internal above, as :func:`check_aiohttp` verifies it."""
 

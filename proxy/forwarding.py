@@ -1,11 +1,13 @@
 """Forwarding a request to the upstream application and relaying its answer.
 
-One :class:`aiohttp.ClientSession` lives as long as the app: its connection pool keeps
-keep-alive connections to the upstream warm, which is most of a reverse proxy's speed.
-The session has no cookie jar (an upstream ``Set-Cookie`` must never ride along on
-another user's request), never decompresses (bodies pass byte for byte with their
-``Content-Encoding``), never follows redirects and adds no default headers the client
-did not send.
+Plain requests go over :class:`~proxy.upstreampool.UpstreamPool`: keep-alive connections
+to the upstream, kept warm, which is most of a reverse proxy's speed, each request's head
+serialized once and written with its body in one write when it can be.  Nothing is added
+that the client did not send (no cookie jar: an upstream ``Set-Cookie`` must never ride
+along on another user's request; no decompression: bodies pass byte for byte with their
+``Content-Encoding``; no redirect followed; no default headers) but ``Host`` when the client
+sent none and the framing of the body.  Websockets go through an
+:class:`aiohttp.ClientSession` made on the first one (its handshake and frame codec).
 
 Bodies stream both ways with backpressure, so a large upload or download costs a few
 buffers of memory, not its size.  Small bodies with a known length are read whole and
@@ -81,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from ipaddress import IPv6Network
 from typing import Any, Final, Protocol
@@ -98,6 +101,7 @@ from proxy.hopbyhop import hop_by_hop_and, strip_hop_by_hop
 from proxy.pages import SERVER, http_head, status_phrase
 from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import UpstreamSettings
+from proxy.upstreampool import ConnectFailed, InvalidResponse, UpstreamPool, UpstreamResponse
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, status, reason) -> response``, with
@@ -182,16 +186,17 @@ class Forwarder:
         "_max_message_bytes",
         "_max_per_client",
         "_on_error",
+        "_pool",
         "_private_cookie",
         "_request_drop",
         "_retry_after",
-        "_retrying_session",
         "_send_timeout_s",
-        "_session",
         "_settings",
         "_slots",
         "_trusted_hops",
+        "_upstream",
         "_websocket_drop",
+        "_websocket_session",
     )
 
     def __init__(
@@ -216,7 +221,7 @@ class Forwarder:
         self._body_min_rate = settings.body_min_rate_bytes_s  # 0: no minimum
         self._send_timeout_s = settings.client_send_timeout_s  # 0: no limit
         self._max_message_bytes = settings.websocket_max_message_bytes
-        upstream = URL(str(settings.url))
+        upstream = self._upstream = URL(str(settings.url))
         # Scheme, authority and base path, without the trailing slash pydantic adds.
         self._base = str(upstream.with_path("")).rstrip("/") + upstream.raw_path.rstrip("/")
         self._request_drop = (
@@ -235,34 +240,41 @@ class Forwarder:
         self._max_per_client = settings.max_per_client  # 0: no cap
         self._clients: dict[Hashable, dict[int, web.BaseRequest]] = {}
         self._retry_after = str(max(1, math.ceil(settings.pool_timeout_s)))
-        self._session: aiohttp.ClientSession | None = None
-        self._retrying_session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
+        self._websocket_session: aiohttp.ClientSession | None = None
         self._going_away = asyncio.Event()
 
     async def start(self) -> None:
-        """Create the shared session; call from a running event loop."""
+        """Open the pool; call from a running event loop."""
         settings = self._settings
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=settings.keepalive_timeout_s)
-        options: dict[str, Any] = {
-            "cookie_jar": aiohttp.DummyCookieJar(),
-            "auto_decompress": False,
-            "skip_auto_headers": _SKIPPED_AUTO_HEADERS,
-            "timeout": aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.connect_timeout_s,
-                sock_read=settings.read_timeout_s,
-            ),
-            "trust_env": False,
-        }
-        # Two sessions over one pool: aiohttp's retry (one resend of an idempotent request
-        # whose connection broke before the answer) is a per-session switch, on only where
-        # it is safe (see the module docstring).
-        session = aiohttp.ClientSession(connector=connector, **options)
-        disable_connection_retry(session)
-        self._session = session
-        self._retrying_session = aiohttp.ClientSession(
-            connector=connector, connector_owner=False, **options
+        self._pool = UpstreamPool(
+            self._upstream,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
         )
+
+    def _websockets(self) -> aiohttp.ClientSession:
+        """The session websockets are opened with, made on the first one."""
+        session = self._websocket_session
+        if session is None:
+            settings = self._settings
+            session = self._websocket_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, keepalive_timeout=settings.keepalive_timeout_s
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIPPED_AUTO_HEADERS,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=settings.connect_timeout_s,
+                    sock_read=settings.read_timeout_s,
+                ),
+                trust_env=False,
+            )
+            disable_connection_retry(session)  # a handshake is never sent twice
+        return session
 
     def close_websockets(self) -> None:
         """Close every relayed websocket, and any opened from now on, with 1001 (going
@@ -271,12 +283,12 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close the pool; in-flight forwards fail, so drain requests first."""
-        if self._retrying_session is not None:
-            await self._retrying_session.close()
-            self._retrying_session = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._websocket_session is not None:
+            await self._websocket_session.close()
+            self._websocket_session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def forward(
         self,
@@ -295,10 +307,10 @@ class Forwarder:
         ``extra_headers`` are added to the relayed response (replacing the upstream's of
         the same names; see :mod:`proxy.announce`), not to error pages or websockets.
         """
-        session = self._session
-        assert session is not None, "Forwarder.start() was not awaited"
+        pool = self._pool
+        assert pool is not None, "Forwarder.start() was not awaited"
         query = request.rel_url.raw_query_string
-        url = URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
+        target = f"{path}?{query}" if query else path
         upgrade = request.headers.get("Upgrade")
         if (
             upgrade is not None
@@ -313,8 +325,9 @@ class Forwarder:
                 busy, client = await self._take_slot(request)
                 if busy is not None:
                     return busy
+                url = URL(f"{self._base}{target}", encoded=True)
                 try:
-                    return await self._forward_websocket(request, session, url, offered)
+                    return await self._forward_websocket(request, url, offered)
                 finally:
                     self._give_slot(request, client)
         body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
@@ -331,20 +344,17 @@ class Forwarder:
             if request.version >= HttpVersion11 and _expects_continue(request):
                 await request.writer.write(_CONTINUE)
         headers = self._upstream_headers(request, self._request_drop)
-        if body is None and request.method in _RESENDABLE_METHODS:
-            assert self._retrying_session is not None
-            session = self._retrying_session
         busy, client = await self._take_slot(request)
         if busy is not None:
             return busy
         try:
             try:
-                upstream = await session.request(
+                upstream = await pool.request(
                     request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
+                    target,
+                    headers.items(),
+                    body,
+                    resend=body is None and request.method in _RESENDABLE_METHODS,
                 )
             except TimeoutError as exc:
                 return self._on_error(request, 504, self._timeout_reason(exc))
@@ -481,7 +491,7 @@ class Forwarder:
     async def _relay_response(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         *,
         private: bool,
         extra_headers: tuple[tuple[str, str], ...] = (),
@@ -594,17 +604,13 @@ class Forwarder:
         return f"upstream did not respond within {settings.read_timeout_s:g} s"
 
     async def _forward_websocket(
-        self,
-        request: web.BaseRequest,
-        session: aiohttp.ClientSession,
-        url: URL,
-        offered: list[str],
+        self, request: web.BaseRequest, url: URL, offered: list[str]
     ) -> web.StreamResponse:
         """Open the upstream websocket first, then accept the client's with the
         subprotocol the upstream chose from those the client ``offered``."""
         headers = self._upstream_headers(request, self._websocket_drop)
         try:
-            upstream = await session.ws_connect(
+            upstream = await self._websockets().ws_connect(
                 url,
                 headers=headers,
                 protocols=offered,
@@ -974,7 +980,7 @@ def _last_value(headers: CIMultiDictProxy[str], name: str) -> str | None:
 
 
 def _prebuilt(
-    upstream: aiohttp.ClientResponse, headers: list[tuple[str, str]], body: bytes
+    upstream: UpstreamResponse, headers: list[tuple[str, str]], body: bytes
 ) -> PrebuiltResponse | None:
     """The upstream's answer as one write, or None when aiohttp must frame it (no
     ``Content-Length`` to pass on, a status whose framing rules differ, or a head that
@@ -1040,6 +1046,12 @@ def _make_private(headers: CIMultiDict[str]) -> None:
 
 def _failure_reason(exc: aiohttp.ClientError) -> str:
     """A reason for the error page: what went wrong, without internal host names."""
+    if isinstance(exc, ConnectFailed):
+        if isinstance(exc.os_error, socket.gaierror):
+            return "upstream host name could not be resolved"
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "upstream refused the connection"
+        return "could not connect to the upstream"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "upstream host name could not be resolved"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -1050,7 +1062,7 @@ def _failure_reason(exc: aiohttp.ClientError) -> str:
         return "upstream closed the connection without a complete response"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "upstream sent an incomplete response body"
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, InvalidResponse | aiohttp.ClientResponseError):
         return "upstream sent an invalid HTTP response"
     if isinstance(exc, aiohttp.ClientOSError):
         return "connection to the upstream failed"

@@ -24,7 +24,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import http_exceptions, http_parser, web, web_log, web_protocol
+from aiohttp import (
+    base_protocol,
+    client_proto,
+    http_exceptions,
+    http_parser,
+    web,
+    web_log,
+    web_protocol,
+)
 
 from proxy import aiohttp_compat
 from proxy.aiohttp_compat import INTERNALS, SUPPORTED, AiohttpIncompatible, check_aiohttp
@@ -136,6 +144,12 @@ TAKEN_AWAY: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     ),
     "AccessLogger._format_line": lambda mp: _rename_in(
         mp, web_log.AccessLogger, "log", "_format_line"
+    ),
+    "client_proto.ResponseHandler": lambda mp: mp.delattr(
+        client_proto.ResponseHandler, "start_timeout"
+    ),
+    "BaseProtocol._drain_helper": lambda mp: mp.delattr(
+        base_protocol.BaseProtocol, "_drain_helper"
     ),
 }
 """How each internal of :data:`INTERNALS` is taken away, as an aiohttp release could."""

@@ -1,0 +1,445 @@
+"""Connections to the upstream: a keep-alive pool, and one request and its answer on it.
+
+The forwarder's hot path used to go through :class:`aiohttp.ClientSession`: per request a
+``ClientRequest`` (URL handling, auto headers, auth, cookies, tracing hooks, a body
+payload object), a connector lookup with its own bookkeeping, a ``ClientResponse`` and a
+per-request parser.  A proxy needs none of that: the request's target, headers and body
+are already known, there is one upstream, and no cookie, redirect or decompression may
+happen.  ``python -m bench.profile --mode proxy`` put that machinery at about a fifth of
+a proxied request's CPU.  Here the request head is serialized once, in one string, and
+written with the body in one write when the whole body is already here; the answer is
+read by aiohttp's own client connection protocol (:data:`~proxy.aiohttp_compat.UpstreamProtocol`,
+``aiohttp.client_proto.ResponseHandler``), which keeps what matters from aiohttp's
+client: its response parser (llhttp's C parser, strict about framing, or the pure-Python
+one where the extension is missing or ``AIOHTTP_NO_EXTENSIONS`` is set), the read timeout
+(``sock_read``: the longest silence while waiting for the head or a body chunk, paused
+while the client holds the body back), flow control both ways, and the exceptions a
+``ClientSession`` raises (so failures map to the same error pages).
+
+The pool keeps idle connections last in, first out (the warmest socket first), closes
+those idle for ``keepalive_timeout_s`` with one timer for the whole pool, and opens a new
+connection when none is idle, within ``connect_timeout_s`` (name resolution included).
+It sets no limit: the forwarder's slots do (``pool_size``, ``max_per_client``).  A
+connection goes back to the pool only when its exchange ended cleanly: the whole request
+sent, the whole answer read, no ``Connection: close``, no stray bytes after the answer.
+
+A request is sent again, once, on another connection when the one it went out on broke
+before any byte of the answer (closed or reset by the upstream), if the caller says it is
+safe (an idempotent method without a body; see :mod:`proxy.forwarding`).  Failing to
+connect is not retried (:class:`ConnectFailed`, ``aiohttp.ConnectionTimeoutError``).
+
+A request body streams from its own task, so an upstream that answers before reading the
+whole body (a 413, say) is heard at once; its connection is then never reused (the rest
+of the body was not sent).  A body that fails (the client left, or :mod:`proxy.forwarding`
+cut it: too large, too slow) fails the exchange with an ``aiohttp.ClientConnectionError``
+whose ``__cause__`` is that failure, and the connection is closed, so the upstream sees an
+incomplete request, never a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import AsyncIterable, Iterable
+from typing import Final
+
+import aiohttp
+from aiohttp.http import RawResponseMessage
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from proxy.aiohttp_compat import UpstreamProtocol, drain
+
+_NO_BODY_EXPECTED: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods sent without ``Content-Length: 0`` when they have no body (aiohttp's
+``ClientRequest.GET_METHODS``: the others tell the upstream their empty body's length)."""
+
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+
+RequestBody = StreamReader | AsyncIterable[bytes]
+
+
+class ConnectFailed(aiohttp.ClientConnectionError):
+    """No connection to the upstream could be opened; :attr:`os_error` says why (refused,
+    unreachable, a name that does not resolve, a TLS handshake that failed)."""
+
+    def __init__(self, os_error: OSError) -> None:
+        super().__init__("could not connect to the upstream")
+        self.os_error = os_error
+
+
+class InvalidResponse(aiohttp.ClientError):
+    """The upstream's answer is not valid HTTP (garbage, a broken head, a bad framing)."""
+
+
+class UpstreamResponse:
+    """The upstream's answer: its head, and its body as a stream.
+
+    Call :meth:`release` when done with it (the connection goes back to the pool when
+    the exchange ended cleanly) or :meth:`close` to drop the connection."""
+
+    __slots__ = ("_pool", "_protocol", "_sender", "content", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        protocol: UpstreamProtocol,
+        message: RawResponseMessage,
+        content: StreamReader,
+        sender: asyncio.Task[None] | None,
+    ) -> None:
+        self._pool = pool
+        self._protocol: UpstreamProtocol | None = protocol
+        self._sender = sender
+        self.status: int = message.code
+        self.reason: str = message.reason
+        self.headers: CIMultiDictProxy[str] = message.headers
+        self.content = content
+
+    @property
+    def content_length(self) -> int | None:
+        """The answer's ``Content-Length``, when it has one (the parser checked it)."""
+        length = self.headers.get("Content-Length")
+        return None if length is None else int(length)
+
+    async def read(self) -> bytes:
+        """The whole body (raises as :attr:`content` does when the exchange fails)."""
+        return await self.content.read()
+
+    def release(self) -> None:
+        """End the exchange: the connection goes back to the pool if it can carry another
+        request, else it is closed."""
+        protocol = self._protocol
+        if protocol is None:
+            return
+        self._protocol = None
+        sender = self._sender
+        if sender is not None and not sender.done():
+            # The upstream answered before the whole body was sent: never reused.
+            self._pool.drop(protocol, sender)
+            return
+        self._pool.give_back(protocol)
+
+    def close(self) -> None:
+        """End the exchange and close its connection."""
+        protocol = self._protocol
+        if protocol is None:
+            return
+        self._protocol = None
+        self._pool.drop(protocol, self._sender)
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream, and requests sent on them."""
+
+    __slots__ = (
+        "_authorization",
+        "_base_path",
+        "_closed",
+        "_connect_timeout_s",
+        "_host",
+        "_host_header",
+        "_idle",
+        "_keepalive_s",
+        "_loop",
+        "_open",
+        "_port",
+        "_read_timeout_s",
+        "_server_hostname",
+        "_ssl",
+        "_sweep",
+    )
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        keepalive_timeout_s: float,
+    ) -> None:
+        """``url``: the upstream (``http`` or ``https``, with an optional base path and
+        credentials, sent as Basic authorization in place of the client's)."""
+        host = url.raw_host
+        if host is None:
+            raise ValueError("the upstream URL has no host")
+        self._host = host
+        port = url.port
+        assert port is not None  # yarl knows the default port of http and https
+        self._port = port
+        secure = url.scheme == "https"
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if secure else None
+        self._server_hostname = url.host if secure else None
+        self._host_header = url.host_port_subcomponent or host
+        self._base_path = url.raw_path.rstrip("/")
+        self._authorization: str | None = None
+        if url.raw_user or url.raw_password:
+            credentials = f"{url.user or ''}:{url.password or ''}".encode()
+            self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._keepalive_s = keepalive_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Idle connections with the time each became idle, oldest first; taken from the end.
+        self._idle: list[tuple[float, UpstreamProtocol]] = []
+        self._open: set[UpstreamProtocol] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def base_path(self) -> str:
+        """The upstream URL's path without its trailing slash: prefixed to every target."""
+        return self._base_path
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, idle or carrying a request."""
+        return len(self._open)
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: RequestBody | None,
+        *,
+        resend: bool = False,
+    ) -> UpstreamResponse:
+        """Send ``method target`` with ``headers`` (as they are to go out: hop-by-hop
+        fields and the proxy's own already handled) and ``body``, and return the answer
+        once its head has arrived.
+
+        ``target`` is the path and query, already encoded, without the base path.  A
+        ``Host`` is added when ``headers`` has none, ``Transfer-Encoding: chunked`` when a
+        body has no ``Content-Length``.  ``resend``: send it once more on another
+        connection if the first broke before the answer (only for a request without a
+        body).  Raises what a ``ClientSession`` request raises: ``TimeoutError`` (connect
+        or read timeout), :class:`ConnectFailed` and other ``aiohttp.ClientError``.
+        """
+        head, chunked = self._head(method, target, headers, body is not None)
+        skip_payload = method == "HEAD"
+        while True:
+            protocol = await self._acquire()
+            protocol.set_response_params(
+                skip_payload=skip_payload,
+                read_until_eof=True,
+                auto_decompress=False,
+                read_timeout=self._read_timeout_s,
+            )
+            sender: asyncio.Task[None] | None = None
+            try:
+                transport = protocol.transport
+                assert transport is not None  # _acquire returns a connected protocol
+                if body is None:
+                    transport.write(head)
+                    protocol.start_timeout()
+                else:
+                    sender = _send(protocol, transport, head, body, chunked=chunked)
+                message, content = await protocol.read()
+                while 100 <= message.code < 200 and message.code != 101:
+                    message, content = await protocol.read()  # informational: not relayed
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                self.drop(protocol, sender)
+                if not resend:
+                    raise
+                resend = False  # once
+                continue
+            except HttpProcessingError as exc:
+                self.drop(protocol, sender)
+                raise InvalidResponse("the upstream's answer is not valid HTTP") from exc
+            except BaseException:
+                self.drop(protocol, sender)
+                raise
+            return UpstreamResponse(self, protocol, message, content, sender)
+
+    def give_back(self, protocol: UpstreamProtocol) -> None:
+        """Pool ``protocol`` for another request, or close it if it cannot carry one."""
+        if self._closed or protocol.should_close or not protocol.is_connected():
+            self.drop(protocol)
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        self._idle.append((now, protocol))
+        if self._sweep is None:
+            self._sweep = loop.call_at(now + self._keepalive_s, self._expire)
+
+    def drop(self, protocol: UpstreamProtocol, sender: asyncio.Task[None] | None = None) -> None:
+        """Close ``protocol`` (and stop sending its request's body, if ``sender`` still is)."""
+        if sender is not None and not sender.done():
+            sender.cancel()
+        protocol.close()
+        self._open.discard(protocol)
+
+    async def close(self) -> None:
+        """Close every connection, idle or not (requests still running fail)."""
+        self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._idle.clear()
+        waits = []
+        for protocol in self._open:
+            closed = protocol.closed
+            protocol.close()
+            if closed is not None:
+                waits.append(closed)
+        self._open.clear()
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _acquire(self) -> UpstreamProtocol:
+        idle = self._idle
+        while idle:
+            _, protocol = idle.pop()
+            if protocol.is_connected() and not protocol.should_close:
+                return protocol
+            self.drop(protocol)  # closed by the upstream while idle, or sent unasked-for bytes
+        return await self._connect()
+
+    async def _connect(self) -> UpstreamProtocol:
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the upstream pool is closed")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, protocol = await loop.create_connection(
+                    lambda: UpstreamProtocol(loop),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                )
+        except TimeoutError as exc:
+            raise aiohttp.ConnectionTimeoutError("no connection to the upstream in time") from exc
+        except OSError as exc:
+            raise ConnectFailed(exc) from exc
+        self._open.add(protocol)
+        return protocol
+
+    def _expire(self) -> None:
+        """Close the connections idle for ``keepalive_timeout_s``; re-arm for the rest."""
+        self._sweep = None
+        loop = self._loop
+        assert loop is not None
+        idle = self._idle
+        deadline = loop.time() - self._keepalive_s
+        expired = 0
+        for since, protocol in idle:
+            if since > deadline:
+                break
+            expired += 1
+            self.drop(protocol)
+        del idle[:expired]
+        if idle:
+            self._sweep = loop.call_at(idle[0][0] + self._keepalive_s, self._expire)
+
+    def _head(
+        self, method: str, target: str, headers: Iterable[tuple[str, str]], has_body: bool
+    ) -> tuple[bytes, bool]:
+        """The request head as it goes out, and whether the body is sent chunked."""
+        lines = [f"{method} {self._base_path}{target} HTTP/1.1\r\n"]
+        append = lines.append
+        host = length = False
+        authorization = self._authorization
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "host":
+                host = True
+            elif lowered == "content-length":
+                length = True
+            elif lowered == "authorization" and authorization is not None:
+                continue  # the upstream URL's credentials replace the client's
+            append(f"{name}: {value}\r\n")
+        if not host:
+            append(f"Host: {self._host_header}\r\n")
+        if authorization is not None:
+            append(f"Authorization: {authorization}\r\n")
+        chunked = has_body and not length
+        if chunked:
+            append("Transfer-Encoding: chunked\r\n")
+        elif not has_body and not length and method not in _NO_BODY_EXPECTED:
+            append("Content-Length: 0\r\n")
+        append("\r\n")
+        # The server's parser decoded the client's bytes with surrogateescape: this sends
+        # them on exactly as they came (it refused control characters and line breaks).
+        return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+
+
+def _send(
+    protocol: UpstreamProtocol,
+    transport: asyncio.Transport,
+    head: bytes,
+    body: RequestBody,
+    *,
+    chunked: bool,
+) -> asyncio.Task[None] | None:
+    """Send ``head`` and ``body``: in one write, now, when the whole body is already here
+    (most request bodies); else from a task, returned, which sends the head with the
+    body's first bytes (so a body that fails before its first byte sends nothing)."""
+    if isinstance(body, StreamReader) and body.is_eof() and body.exception() is None:
+        data = body.read_nowait()
+        transport.write(_framed(head, data, chunked=chunked, last=True))
+        protocol.start_timeout()
+        return None
+    return asyncio.get_running_loop().create_task(
+        _stream_body(protocol, transport, head, body, chunked=chunked),
+        name="upstream request body",
+    )
+
+
+def _framed(head: bytes, data: bytes, *, chunked: bool, last: bool) -> bytes:
+    """``head`` (possibly empty) and ``data``, as a chunk when ``chunked``, then the last
+    chunk when ``last``."""
+    if not chunked:
+        return head + data if head else data
+    parts = [head]
+    if data:
+        parts += (b"%x\r\n" % len(data), data, b"\r\n")
+    if last:
+        parts.append(_LAST_CHUNK)
+    return b"".join(parts)
+
+
+async def _stream_body(
+    protocol: UpstreamProtocol,
+    transport: asyncio.Transport,
+    head: bytes,
+    body: RequestBody,
+    *,
+    chunked: bool,
+) -> None:
+    """Copy ``body`` to the upstream with backpressure; on failure, fail the exchange."""
+    chunks = body.iter_any() if isinstance(body, StreamReader) else body
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            transport.write(_framed(head, chunk, chunked=chunked, last=False))
+            head = b""
+            if protocol.writing_paused:
+                await drain(protocol)
+        if head or chunked:
+            transport.write(_framed(head, b"", chunked=chunked, last=True))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        failure: aiohttp.ClientError = (
+            aiohttp.ClientOSError(exc.errno, "the request body could not be sent")
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+            else aiohttp.ClientConnectionError("the request body could not be sent")
+        )
+        failure.__cause__ = exc
+        protocol.set_exception(failure, exc)
+        protocol.close()
+        return
+    protocol.start_timeout()  # the upstream's silence counts from the end of the body
