@@ -21,7 +21,9 @@ those idle for ``keepalive_timeout_s`` with one timer for the whole pool, and op
 connection when none is idle, within ``connect_timeout_s`` (name resolution included).
 It sets no limit: the forwarder's slots do (``pool_size``, ``max_per_client``).  A
 connection goes back to the pool only when its exchange ended cleanly: the whole request
-sent, the whole answer read, no ``Connection: close``, no stray bytes after the answer.
+sent, the whole answer read, no ``Connection: close``, no stray bytes after the answer; and
+one that receives bytes while idle is closed at once (they answer nothing: read as the
+answer to the next request, they would shift every later answer by one).
 
 A request is sent again, once, on another connection when the one it went out on broke
 before any byte of the answer (closed or reset by the upstream), if the caller says it is
@@ -75,6 +77,24 @@ class InvalidResponse(aiohttp.ClientError):
     """The upstream's answer is not valid HTTP (garbage, a broken head, a bad framing)."""
 
 
+class _Connection(UpstreamProtocol):
+    """aiohttp's client protocol, closed as soon as bytes arrive while it sits idle in the
+    pool: nothing was asked, so they can only be a broken upstream's stray answer, which
+    must never be read as the answer to the next request sent on it."""
+
+    __slots__ = ("idle",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.idle = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle and data:
+            self.close()
+            return
+        super().data_received(data)
+
+
 class UpstreamResponse:
     """The upstream's answer: its head, and its body as a stream.
 
@@ -86,13 +106,13 @@ class UpstreamResponse:
     def __init__(
         self,
         pool: UpstreamPool,
-        protocol: UpstreamProtocol,
+        protocol: _Connection,
         message: RawResponseMessage,
         content: StreamReader,
         sender: asyncio.Task[None] | None,
     ) -> None:
         self._pool = pool
-        self._protocol: UpstreamProtocol | None = protocol
+        self._protocol: _Connection | None = protocol
         self._sender = sender
         self.status: int = message.code
         self.reason: str = message.reason
@@ -184,8 +204,8 @@ class UpstreamPool:
         self._keepalive_s = keepalive_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         # Idle connections with the time each became idle, oldest first; taken from the end.
-        self._idle: list[tuple[float, UpstreamProtocol]] = []
-        self._open: set[UpstreamProtocol] = set()
+        self._idle: list[tuple[float, _Connection]] = []
+        self._open: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -259,7 +279,7 @@ class UpstreamPool:
                 raise
             return UpstreamResponse(self, protocol, message, content, sender)
 
-    def give_back(self, protocol: UpstreamProtocol) -> None:
+    def give_back(self, protocol: _Connection) -> None:
         """Pool ``protocol`` for another request, or close it if it cannot carry one."""
         if self._closed or protocol.should_close or not protocol.is_connected():
             self.drop(protocol)
@@ -267,11 +287,12 @@ class UpstreamPool:
         loop = self._loop
         assert loop is not None
         now = loop.time()
+        protocol.idle = True
         self._idle.append((now, protocol))
         if self._sweep is None:
             self._sweep = loop.call_at(now + self._keepalive_s, self._expire)
 
-    def drop(self, protocol: UpstreamProtocol, sender: asyncio.Task[None] | None = None) -> None:
+    def drop(self, protocol: _Connection, sender: asyncio.Task[None] | None = None) -> None:
         """Close ``protocol`` (and stop sending its request's body, if ``sender`` still is)."""
         if sender is not None and not sender.done():
             sender.cancel()
@@ -295,16 +316,17 @@ class UpstreamPool:
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _acquire(self) -> UpstreamProtocol:
+    async def _acquire(self) -> _Connection:
         idle = self._idle
         while idle:
             _, protocol = idle.pop()
             if protocol.is_connected() and not protocol.should_close:
+                protocol.idle = False
                 return protocol
             self.drop(protocol)  # closed by the upstream while idle, or sent unasked-for bytes
         return await self._connect()
 
-    async def _connect(self) -> UpstreamProtocol:
+    async def _connect(self) -> _Connection:
         if self._closed:
             raise aiohttp.ClientConnectionError("the upstream pool is closed")
         loop = self._loop
@@ -313,7 +335,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, protocol = await loop.create_connection(
-                    lambda: UpstreamProtocol(loop),
+                    lambda: _Connection(loop),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -376,7 +398,7 @@ class UpstreamPool:
 
 
 def _send(
-    protocol: UpstreamProtocol,
+    protocol: _Connection,
     transport: asyncio.Transport,
     head: bytes,
     body: RequestBody,
@@ -411,7 +433,7 @@ def _framed(head: bytes, data: bytes, *, chunked: bool, last: bool) -> bytes:
 
 
 async def _stream_body(
-    protocol: UpstreamProtocol,
+    protocol: _Connection,
     transport: asyncio.Transport,
     head: bytes,
     body: RequestBody,

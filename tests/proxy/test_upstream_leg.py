@@ -26,17 +26,10 @@ What the upstream leg promises:
 - bodies both ways arrive byte for byte, whatever their framing (length, chunked, until
   close); bodiless answers (HEAD, 204, 304) keep the connection usable; an early answer
   to an upload is relayed and its connection not reused; 1xx interim answers are skipped;
-- an upstream that answers garbage, answers twice in one go, sends garbage on an idle
-  connection or a body after a ``HEAD`` answer: the client gets an error page or the
-  right answer, never the stray bytes as another request's answer;
+- an upstream that answers garbage, answers twice in one go, sends garbage or a whole
+  answer on an idle connection, or a body after a ``HEAD`` answer: the client gets an
+  error page or the right answer, never the stray bytes as another request's answer;
 - websockets still relay.
-
-Not promised, because it does not hold today (aiohttp's ``ClientSession`` parses bytes
-that arrive on an idle pooled connection and queues a complete answer among them as the
-answer to the next request sent on it): a complete stray answer that an upstream sends on
-an idle keep-alive connection reaches the next request, and every later answer on that
-connection is one request late.  A test for it belongs here once the upstream leg drops
-such a connection.
 
 What :mod:`tests.proxy.test_forwarding`, :mod:`tests.proxy.test_streaming` and
 :mod:`tests.promises.test_upstream_faults` already promise is not repeated here.
@@ -989,6 +982,22 @@ async def test_bytes_on_an_idle_connection_never_reach_the_next_request(
     idle = leg.upstream.links[0]
 
     idle.send(b"garbage out of turn\r\n\r\n")  # while nothing is asked of it
+    await asyncio.wait_for(idle.closed_by_proxy.wait(), WAIT_S)  # the proxy drops it
+
+    for n in range(3):
+        assert await _get(leg, f"/then/{n}") == _ok(f"GET /then/{n}")
+    assert [len(link.requests) for link in leg.upstream.links] == [1, 3]
+    assert leg.proxy.errors == []
+
+
+async def test_a_stray_answer_on_an_idle_connection_never_reaches_the_next_request(
+    make_leg: MakeLeg,
+) -> None:
+    leg = await make_leg()
+    assert await _get(leg, "/first") == _ok("GET /first")
+    idle = leg.upstream.links[0]
+
+    idle.send(answer(body=b"nobody asked for this"))  # a whole, valid answer, out of turn
     await asyncio.wait_for(idle.closed_by_proxy.wait(), WAIT_S)  # the proxy drops it
 
     for n in range(3):
