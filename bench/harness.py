@@ -8,19 +8,24 @@ port of 127.0.0.1 and each in its own process:
 - ``naive-proxy``: the minimal aiohttp proxy (:mod:`bench.naive_proxy`);
 - ``mwm-proxy``: ``mwm run`` with its features on: bypass rules (prefixes, token, CIDRs),
   a state file with a critical service, trusted forwarded hops, metrics (always on);
+- ``mwm-proxy-2w``: the same with two workers (``MWM_LISTEN__WORKERS=2``), only on a
+  machine with 4 CPUs or more (a core per worker, one for the upstream, one for the load
+  generator); on fewer the report says so instead of a verdict;
 - ``nginx-503``: nginx answering a static 503 page;
 - ``aiohttp-503``: aiohttp answering a pre-rendered 503 page (:mod:`bench.naive_page`);
 - ``mwm-503``: ``mwm run`` whose state file switches maintenance on.
 
 Then, in order: throughput rounds (wrk, every target once per round, interleaved),
 a fixed-rate latency run (h2load at 1,000 req/s: direct, nginx, naive, mwm), a soak
-(N requests through a fresh mwm, RSS sampled half-way and at the end), and the
-controller's reaction benchmark (:mod:`bench.reaction`, its own process).
+(N requests through a fresh mwm, RSS sampled half-way and at the end), the cluster-mode
+footprint (:mod:`bench.footprint`, its own process) and the controller's reaction
+benchmark (:mod:`bench.reaction`, its own process).
 
 With two or more CPUs the servers share the first and the load generator gets the
 second (``taskset``), so the client never takes CPU from the server it measures; the
-upstream shares the servers' core, as it would share a node.  ``--no-pin`` leaves
-scheduling to the kernel.
+upstream shares the servers' core, as it would share a node.  With four or more,
+``mwm-proxy-2w`` gets the first two, the upstream the third and the load generator the
+fourth (see :func:`plan_pinning`).  ``--no-pin`` leaves scheduling to the kernel.
 
 Every process and the temporary directory are removed on exit, on Ctrl-C and on SIGTERM.
 See ``bench/README.md`` for what each number means.
@@ -62,6 +67,7 @@ THROUGHPUT_TARGETS = (
     "nginx-proxy",
     "naive-proxy",
     "mwm-proxy",
+    "mwm-proxy-2w",
     "nginx-503",
     "aiohttp-503",
     "mwm-503",
@@ -86,6 +92,8 @@ MWM_FEATURES = {
     "MWM_BYPASS__ALLOW_CIDRS": "10.0.0.0/8,192.168.0.0/16,fd00::/8",
     "MWM_MANAGEMENT__ADMIN_TOKEN": "bench-admin-token",
 }
+TWO_WORKERS = {"MWM_LISTEN__WORKERS": "2"}
+"""``mwm-proxy-2w``'s settings on top of ``MWM_FEATURES`` (``ListenSettings.workers``)."""
 
 STATE_FILE = """apiVersion: maintenance.mamrezb.com/v1alpha1
 kind: ServiceChecker
@@ -117,6 +125,8 @@ class Options:
     rate_seconds: float
     rate_clients: int
     soak_requests: int
+    footprint_rounds: int
+    footprint_requests: int
     reaction_flips: int
     targets: tuple[str, ...]
     pin: bool
@@ -150,6 +160,18 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         help="requests through a fresh mwm for the RSS soak, 0 to skip (1000000)",
     )
     parser.add_argument(
+        "--footprint-rounds",
+        type=int,
+        default=3,
+        help="bench.footprint rounds (cluster mode's RSS and start-up), 0 to skip (3)",
+    )
+    parser.add_argument(
+        "--footprint-requests",
+        type=int,
+        default=20_000,
+        help="bench.footprint's proxied requests per round before its second RSS (20000)",
+    )
+    parser.add_argument(
         "--reaction-flips", type=int, default=100, help="bench.reaction flips, 0 to skip (100)"
     )
     parser.add_argument(
@@ -163,12 +185,15 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         "--keep-temp", action="store_true", help="keep configs and logs (path printed)"
     )
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 when a target fails (default: 0)"
+        "--check",
+        action="store_true",
+        help="exit 1 when a target fails or is not measured (n/a does not count; default: 0)",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run for CI: 1 round x 1 s, 1 s fixed rate, 20k soak, 10 flips",
+        help="smoke run for CI: 1 round x 1 s, 1 s fixed rate, 20k soak, 1 footprint round "
+        "of 2k requests, 10 flips",
     )
     args = parser.parse_args(argv)
     targets = tuple(t for t in args.targets.split(",") if t)
@@ -178,6 +203,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     if args.quick:
         args.rounds, args.seconds, args.warmup_seconds = 1, 1, 0
         args.rate_seconds, args.soak_requests, args.reaction_flips = 1.0, 20_000, 10
+        args.footprint_rounds, args.footprint_requests = 1, 2_000
     return Options(
         rounds=max(1, args.rounds),
         seconds=max(1, args.seconds),
@@ -187,6 +213,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         rate_seconds=args.rate_seconds,
         rate_clients=args.rate_clients,
         soak_requests=max(0, args.soak_requests),
+        footprint_rounds=max(0, args.footprint_rounds),
+        footprint_requests=max(0, args.footprint_requests),
         reaction_flips=max(0, args.reaction_flips),
         targets=tuple(t for t in THROUGHPUT_TARGETS if t in targets),
         pin=not args.no_pin,
@@ -202,19 +230,50 @@ def parse_options(argv: Sequence[str] | None) -> Options:
 
 @dataclass(frozen=True, slots=True)
 class Pinning:
+    """``taskset`` CPU lists, None for unpinned."""
+
     servers: str | None
     client: str | None
     text: str
+    upstream: str | None = None
+    two_workers: str | None = None
+    """``mwm-proxy-2w``'s CPUs: set only when there is a core for each worker."""
+
+
+def plan_pinning(cpus: Sequence[int], *, enabled: bool, taskset: bool) -> Pinning:
+    """Where each process runs, given the CPUs this process may use (a pure function).
+
+    Fewer than 4 CPUs: every server, upstream included, on the first, the load generator on
+    the second.  4 or more: the servers on the first, ``mwm-proxy-2w``'s workers on the
+    first two, the upstream on the third, the load generator on the fourth, so that the one-
+    and two-worker figures both have the upstream and the client off the workers' cores.
+    """
+    if not enabled:
+        return Pinning(None, None, "off (--no-pin)")
+    if len(cpus) < 2 or not taskset:
+        return Pinning(None, None, "off (fewer than 2 CPUs or no taskset)")
+    first, second = str(cpus[0]), str(cpus[1])
+    if report.two_workers_shortfall(len(cpus)) is not None:
+        return Pinning(
+            first, second, f"servers on CPU {first}, load generator on CPU {second}", first
+        )
+    upstream, client = str(cpus[2]), str(cpus[3])
+    return Pinning(
+        servers=first,
+        client=client,
+        text=f"servers on CPU {first} (mwm-proxy-2w on CPUs {first},{second}), upstream on "
+        f"CPU {upstream}, load generator on CPU {client}",
+        upstream=upstream,
+        two_workers=f"{first},{second}",
+    )
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
 
 
 def choose_pinning(enabled: bool) -> Pinning:
-    cpus = sorted(os.sched_getaffinity(0))
-    if not enabled:
-        return Pinning(None, None, "off (--no-pin)")
-    if len(cpus) < 2 or shutil.which("taskset") is None:
-        return Pinning(None, None, "off (fewer than 2 CPUs or no taskset)")
-    servers, client = str(cpus[0]), str(cpus[1])
-    return Pinning(servers, client, f"servers on CPU {servers}, load generator on CPU {client}")
+    return plan_pinning(usable_cpus(), enabled=enabled, taskset=shutil.which("taskset") is not None)
 
 
 def _command_output(command: Sequence[str]) -> str:
@@ -358,11 +417,12 @@ class Lab:
     def __init__(self, *, workdir: Path, nginx: str, pinning: Pinning) -> None:
         self.workdir = workdir
         self.nginx = nginx
+        self.pinning = pinning
         self.cpus = pinning.servers
         self.servers: dict[str, Server] = {}
         self._extra: list[Server] = []
         self.upstream = self._start(
-            upstream_server(binary=nginx, workdir=workdir, port=free_port(), cpus=self.cpus)
+            upstream_server(binary=nginx, workdir=workdir, port=free_port(), cpus=pinning.upstream)
         )
 
     def _start(self, server: Server) -> Server:
@@ -402,6 +462,16 @@ class Lab:
         elif name in ("mwm-proxy", "mwm-503", "mwm-soak"):
             return mwm_server(
                 name, workdir=workdir, upstream_port=up, maintenance=name == "mwm-503", cpus=cpus
+            )
+        elif name == "mwm-proxy-2w":
+            # Unpinned (None) under --no-pin or without taskset: the kernel spreads them.
+            return mwm_server(
+                name,
+                workdir=workdir,
+                upstream_port=up,
+                maintenance=False,
+                cpus=self.pinning.two_workers,
+                extra_environ=TWO_WORKERS,
             )
         else:
             raise ValueError(name)
@@ -602,6 +672,41 @@ def soak(lab: Lab, options: Options, pinning: Pinning, *, rate_hint: float) -> d
     }
 
 
+def footprint(options: Options) -> dict[str, Any]:
+    """``python -m bench.footprint --variants lazy --json`` in its own process: cluster
+    mode as it is (kubernetes-asyncio without its models), one worker, against the fake API
+    server; its medians."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.footprint",
+        "--variants",
+        "lazy",
+        "--rounds",
+        str(options.footprint_rounds),
+        "--requests",
+        str(options.footprint_requests),
+        "--json",
+        "--results-dir",
+        str(options.results_dir),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False, timeout=900
+    )
+    if result.returncode != 0:
+        return {"error": f"bench.footprint exited with {result.returncode}"}
+    document = json.loads(result.stdout)
+    figures = document["figures"]
+    return {
+        "rounds": document["rounds"],
+        "requests": document["requests"],
+        "errors": document["errors"],
+        "startup_s": figures["lazy_startup_s"],
+        "rss_ready_mib": figures["lazy_rss_ready_mib"],
+        "rss_after_mib": figures["lazy_rss_after_mib"],
+    }
+
+
 def reaction(options: Options) -> dict[str, Any]:
     """``python -m bench.reaction --flips N --json`` in its own process; its p99."""
     command = [
@@ -658,6 +763,8 @@ def workspace(keep: bool) -> Iterator[Path]:
 def measure(options: Options) -> dict[str, Any]:
     nginx = check_tools(options)
     pinning = choose_pinning(options.pin)
+    cpus = len(usable_cpus())
+    two_workers = report.two_workers_shortfall(cpus)
     started_at = datetime.now(UTC)
     results: dict[str, Any] = {
         "benchmark": "harness",
@@ -668,12 +775,16 @@ def measure(options: Options) -> dict[str, Any]:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
         "request_headers": REQUEST_HEADERS,
         "mwm_settings": MWM_FEATURES,
+        "two_workers": {"cpus": cpus, "settings": TWO_WORKERS, "not_measured": two_workers},
     }
     _log(f"pinning: {pinning.text}")
     with workspace(options.keep_temp) as workdir:
         lab = Lab(workdir=workdir, nginx=nginx, pinning=pinning)
         try:
             for name in options.targets:
+                if name == "mwm-proxy-2w" and two_workers is not None:
+                    _log(f"{name}: {two_workers}")
+                    continue
                 _log(f"starting {name}")
                 lab.start(name)
             results["throughput"] = throughput(lab, options, pinning)
@@ -684,6 +795,12 @@ def measure(options: Options) -> dict[str, Any]:
                 results["soak"] = soak(lab, options, pinning, rate_hint=hint or 1000.0)
         finally:
             lab.close()
+    if options.footprint_rounds:
+        _log(
+            f"bench.footprint --variants lazy --rounds {options.footprint_rounds} "
+            f"--requests {options.footprint_requests}"
+        )
+        results["footprint"] = footprint(options)
     if options.reaction_flips:
         _log(f"bench.reaction --flips {options.reaction_flips}")
         results["reaction"] = reaction(options)
@@ -703,8 +820,9 @@ def write_results(results: dict[str, Any], directory: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 measured (with ``--check``: and every target met), 1 a target failed
-    under ``--check``, 2 nothing usable was measured (a missing tool, a server that did not
-    start), 130 interrupted."""
+    or was not measured under ``--check`` (n/a, which this machine cannot measure, does not
+    count), 2 nothing usable was measured (a missing tool, a server that did not start),
+    130 interrupted."""
     options = parse_options(argv)
     # SIGINT too: a shell starting us in the background hands it down ignored.
     signal.signal(signal.SIGTERM, raise_interrupt)
@@ -728,8 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    failed = any(row["verdict"] != "PASS" for row in results["verdicts"])
-    return 1 if options.check and failed else 0
+    return 1 if options.check and report.failed(results["verdicts"]) else 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Every target is a ratio or a bound taken from one run on one machine, so the machine's
 own speed cancels out of the ratios: ``mwm / naive`` and ``mwm / nginx`` are measured in
-the same rounds, interleaved.  The reference figures from the issue are printed beside
-this machine's, to tell whether the machine behaves like the one the targets came from.
+the same rounds, interleaved.  The targets are issue 15's, plus the earlier ones it did not
+replace (RSS growth during the soak, the controller's reaction time).  The reference figures
+from the issues are printed beside this machine's, to tell whether the machine behaves like
+the ones the targets came from.
 """
 
 from __future__ import annotations
@@ -18,11 +20,31 @@ CLIENT_BOUND_PCT = 90
 OTHER_CPU_WARN_PCT = 10
 """CPU taken by processes outside the benchmark during a run (the machine is shared):
 above this, the run competed with something else and its figures are suspect."""
-RSS_LIMIT_MIB = 60.0
+CLUSTER_RSS_LIMIT_MIB = 50.0
+"""Cluster mode, one worker, after start-up and after N requests (``bench.footprint``)."""
+STARTUP_LIMIT_S = 1.0
+"""Cluster mode, from the process's spawn to the first 200 from ``/readyz``."""
 RSS_GROWTH_TOLERANCE_MIB = 2.0
 """"Not growing" between the half-way sample and the end: less than this.  A process that
 leaks a few hundred bytes per request grows by tens of MiB over half a million requests;
 allocator noise and lazily filled caches stay well under 2 MiB."""
+TWO_WORKER_CPUS = 4
+"""``mwm-proxy-2w`` is measured only with a core for each of its two workers, one for the
+upstream and one for the load generator: with fewer, the workers share a core with the
+upstream or the client and the ratio would measure the machine, not mwm."""
+NOT_APPLICABLE = "n/a"
+"""The verdict of a target this machine cannot measure (not a failure: ``--check`` passes)."""
+
+
+def two_workers_shortfall(cpus: int) -> str | None:
+    """Why ``mwm-proxy-2w`` cannot be measured on a machine with ``cpus`` usable CPUs, or
+    None when it can."""
+    if cpus >= TWO_WORKER_CPUS:
+        return None
+    return (
+        f"not measured: needs {TWO_WORKER_CPUS} CPUs (2 workers, the upstream, the load "
+        f"generator), this machine has {cpus}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +56,8 @@ class Target:
     """True: the measured value must be >= limit; False: <= limit."""
     unit: str
     measure: Callable[[Mapping[str, Any]], float | None]
+    unavailable: Callable[[Mapping[str, Any]], str | None] = lambda results: None
+    """Why this machine cannot measure it (the verdict is then n/a, not a failure)."""
 
 
 def _median(results: Mapping[str, Any], target: str, metric: str) -> float | None:
@@ -50,19 +74,24 @@ def _added(results: Mapping[str, Any], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _footprint(results: Mapping[str, Any], field: str) -> float | None:
+    footprint = results.get("footprint", {})
+    if field == "rss_after_mib" and not footprint.get("requests"):
+        return None  # no requests sent: "after N requests" was not measured
+    value = footprint.get(field)
+    return None if value is None else float(value)
+
+
+def _two_workers_unavailable(results: Mapping[str, Any]) -> str | None:
+    reason = results.get("two_workers", {}).get("not_measured")
+    return None if reason is None else str(reason)
+
+
 TARGETS: tuple[Target, ...] = (
     Target(
-        "proxied_throughput",
-        "proxied throughput, features on, 1 worker: mwm / naive aiohttp",
-        1.2,
-        True,
-        "x",
-        lambda r: _ratio(_median(r, "mwm-proxy", "rps"), _median(r, "naive-proxy", "rps")),
-    ),
-    Target(
         "proxied_cpu",
-        "CPU per proxied request: mwm / nginx",
-        6.0,
+        "CPU per proxied request, features on, 1 worker: mwm / nginx proxy",
+        2.5,
         False,
         "x",
         lambda r: _ratio(
@@ -71,17 +100,17 @@ TARGETS: tuple[Target, ...] = (
         ),
     ),
     Target(
-        "maintenance_throughput",
-        "maintenance 503 throughput, 1 worker: mwm / nginx static 503",
-        0.6,
+        "proxied_throughput",
+        "proxied throughput, features on, 1 worker: mwm / naive aiohttp proxy",
+        3.0,
         True,
         "x",
-        lambda r: _ratio(_median(r, "mwm-503", "rps"), _median(r, "nginx-503", "rps")),
+        lambda r: _ratio(_median(r, "mwm-proxy", "rps"), _median(r, "naive-proxy", "rps")),
     ),
     Target(
         "added_p50",
         "added latency over direct at a fixed rate, p50",
-        0.5,
+        0.15,
         False,
         "ms",
         lambda r: _added(r, "p50_ms"),
@@ -89,18 +118,54 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "added_p99",
         "added latency over direct at a fixed rate, p99",
-        2.0,
+        0.5,
         False,
         "ms",
         lambda r: _added(r, "p99_ms"),
     ),
     Target(
-        "rss",
-        "RSS per worker after the soak",
-        RSS_LIMIT_MIB,
+        "maintenance_cpu",
+        "503 page, CPU per request: mwm / nginx static 503",
+        2.0,
+        False,
+        "x",
+        lambda r: _ratio(
+            _median(r, "mwm-503", "cpu_us_per_request"),
+            _median(r, "nginx-503", "cpu_us_per_request"),
+        ),
+    ),
+    Target(
+        "cluster_rss_ready",
+        "cluster mode, RSS per worker after start-up (bench.footprint)",
+        CLUSTER_RSS_LIMIT_MIB,
         False,
         "MiB",
-        lambda r: r.get("soak", {}).get("rss_end_mib"),
+        lambda r: _footprint(r, "rss_ready_mib"),
+    ),
+    Target(
+        "cluster_rss_after",
+        "cluster mode, RSS per worker after the footprint's requests (bench.footprint)",
+        CLUSTER_RSS_LIMIT_MIB,
+        False,
+        "MiB",
+        lambda r: _footprint(r, "rss_after_mib"),
+    ),
+    Target(
+        "cluster_startup",
+        "cluster mode, start-up to ready (bench.footprint)",
+        STARTUP_LIMIT_S,
+        False,
+        "s",
+        lambda r: _footprint(r, "startup_s"),
+    ),
+    Target(
+        "two_workers",
+        "proxied throughput, two workers on two cores: mwm-proxy-2w / mwm-proxy",
+        1.8,
+        True,
+        "x",
+        lambda r: _ratio(_median(r, "mwm-proxy-2w", "rps"), _median(r, "mwm-proxy", "rps")),
+        _two_workers_unavailable,
     ),
     Target(
         "rss_growth",
@@ -124,8 +189,11 @@ TARGETS: tuple[Target, ...] = (
 def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for target in TARGETS:
-        value = target.measure(results)
-        if value is None:
+        reason = target.unavailable(results)
+        value = None if reason is not None else target.measure(results)
+        if reason is not None:
+            verdict = NOT_APPLICABLE
+        elif value is None:
             verdict = "NOT MEASURED"
         elif target.at_least:
             verdict = "PASS" if value >= target.limit else "FAIL"
@@ -140,51 +208,86 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "unit": target.unit,
                 "measured": value,
                 "verdict": verdict,
+                "note": reason,
             }
         )
     return rows
 
 
+def failed(rows: list[dict[str, Any]]) -> bool:
+    """Whether ``--check`` fails: a target FAILed or was not measured (a phase skipped or
+    broken); n/a, a target this machine cannot measure, is no failure."""
+    return any(row["verdict"] not in ("PASS", NOT_APPLICABLE) for row in rows)
+
+
 REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], ...] = (
     (
-        "naive aiohttp / nginx proxy throughput",
-        "0.15-0.18x",
+        "naive aiohttp / nginx proxy throughput (compare machines by this)",
+        "0.15-0.18x, issue 11",
         lambda r: _ratio(_median(r, "naive-proxy", "rps"), _median(r, "nginx-proxy", "rps")),
     ),
     (
-        "aiohttp pre-rendered 503 / nginx static 503",
-        "0.45-0.49x",
+        "naive aiohttp / nginx proxy CPU per proxied request",
+        "~8x, issue 11 (150-190 µs / ~20 µs)",
+        lambda r: _ratio(
+            _median(r, "naive-proxy", "cpu_us_per_request"),
+            _median(r, "nginx-proxy", "cpu_us_per_request"),
+        ),
+    ),
+    (
+        "naive aiohttp proxy throughput (req/s)",
+        "5,133, issue 15",
+        lambda r: _median(r, "naive-proxy", "rps"),
+    ),
+    (
+        "aiohttp pre-rendered 503 / nginx static 503 throughput",
+        "0.27x, issue 15 (nginx client-bound); 0.45-0.49x, issue 11",
         lambda r: _ratio(_median(r, "aiohttp-503", "rps"), _median(r, "nginx-503", "rps")),
     ),
     (
+        "mwm 503 / nginx static 503 throughput (issue 11's target, >= 0.6x)",
+        "0.24x, issue 15 (nginx client-bound)",
+        lambda r: _ratio(_median(r, "mwm-503", "rps"), _median(r, "nginx-503", "rps")),
+    ),
+    (
         "nginx proxy / direct throughput",
-        "~0.35x",
+        "~0.35x, issue 11",
         lambda r: _ratio(_median(r, "nginx-proxy", "rps"), _median(r, "direct", "rps")),
     ),
     (
         "nginx CPU per proxied request (µs)",
-        "~20",
+        "18.2, issue 15; ~20, issue 11",
         lambda r: _median(r, "nginx-proxy", "cpu_us_per_request"),
     ),
     (
         "naive aiohttp CPU per proxied request (µs)",
-        "150-190",
+        "150-190, issue 11",
         lambda r: _median(r, "naive-proxy", "cpu_us_per_request"),
     ),
     (
         "naive aiohttp added p50 at a fixed rate (ms)",
-        "~2.5",
+        "~2.5, issue 11",
         lambda r: r.get("fixed_rate", {}).get("naive-proxy", {}).get("added_p50_ms"),
     ),
     (
         "naive aiohttp added p99 at a fixed rate (ms)",
-        "~5",
+        "~5, issue 11",
         lambda r: r.get("fixed_rate", {}).get("naive-proxy", {}).get("added_p99_ms"),
     ),
     (
         "nginx added p50 at a fixed rate (ms)",
-        "~0.3",
+        "0.09, issue 15; ~0.3, issue 11",
         lambda r: r.get("fixed_rate", {}).get("nginx-proxy", {}).get("added_p50_ms"),
+    ),
+    (
+        "nginx added p99 at a fixed rate (ms)",
+        "0.19, issue 15",
+        lambda r: r.get("fixed_rate", {}).get("nginx-proxy", {}).get("added_p99_ms"),
+    ),
+    (
+        "mwm RSS at the end of the soak, local mode, 1 worker (MiB; issue 11's target <= 60)",
+        "57.0 after 1 M requests, issue 15",
+        lambda r: r.get("soak", {}).get("rss_end_mib"),
     ),
 )
 
@@ -256,6 +359,9 @@ def render(results: Mapping[str, Any]) -> str:
             f"[client-bound]: wrk used >= {CLIENT_BOUND_PCT}% of its core; the server's real "
             "capacity is higher than this req/s (its CPU µs/req still holds)"
         )
+    not_measured = results.get("two_workers", {}).get("not_measured")
+    if not_measured:
+        lines.append(f"mwm-proxy-2w (two workers): {not_measured}")
     rate = results.get("fixed_rate")
     if rate:
         lines += [
@@ -297,14 +403,27 @@ def render(results: Mapping[str, Any]) -> str:
                 f"median {reaction['median_ms']:.2f} ms, p99 {reaction['p99_ms']:.2f} ms, "
                 f"max {reaction['max_ms']:.2f} ms",
             ]
-    lines += ["", "targets (from the issue):"]
+    footprint = results.get("footprint")
+    if footprint:
+        if "error" in footprint:
+            lines += ["", f"footprint: {footprint['error']}"]
+        else:
+            lines += [
+                "",
+                f"footprint (bench.footprint: cluster mode, 1 worker, fake API server; medians "
+                f"of {footprint['rounds']} round(s)): start-up to ready "
+                f"{footprint['startup_s']:.3f} s, RSS {footprint['rss_ready_mib']:.1f} MiB "
+                f"after start-up, {footprint['rss_after_mib']:.1f} MiB after "
+                f"{footprint['requests']:,} requests ({footprint['errors']} non-200)",
+            ]
+    lines += ["", "targets (issue 15's; RSS growth and reaction time from the earlier issues):"]
     for row in results["verdicts"]:
+        figure = row["note"] if row.get("note") else f"{_number(row['measured'], 2)} {row['unit']}"
         lines.append(
-            f"  {row['verdict']:<13}{row['text']}: "
-            f"{_number(row['measured'], 2)} {row['unit']} "
+            f"  {row['verdict']:<13}{row['text']}: {figure} "
             f"(target {row['comparison']} {row['limit']:g} {row['unit']})"
         )
-    lines += ["", "this machine vs the issue's reference machine:"]
+    lines += ["", "this machine vs the issues' reference machines:"]
     for row in results["references"]:
-        lines.append(f"  {row['text']}: {_number(row['measured'], 2)} (issue: {row['issue']})")
+        lines.append(f"  {row['text']}: {_number(row['measured'], 2)} (reference: {row['issue']})")
     return "\n".join(lines)
