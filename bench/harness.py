@@ -356,7 +356,10 @@ def check_tools(options: Options) -> str:
 
 def mwm_command() -> list[str]:
     script = Path(sys.executable).parent / "mwm"
-    return [str(script), "run"] if script.exists() else [sys.executable, "-m", "proxy.cli", "run"]
+    if script.exists():
+        return [str(script), "run"]
+    # -P: PYTHONPATH's tree, not the working directory's (``-m`` would put it first).
+    return [sys.executable, "-P", "-m", "proxy.cli", "run"]
 
 
 def mwm_server(

@@ -135,6 +135,10 @@ def measure(
                             "--instr-atstart=no",
                             f"--callgrind-out-file={outfile}",
                             sys.executable,
+                            # -P: not the working directory first on sys.path (``-m`` would
+                            # put it there, ahead of PYTHONPATH, and both revisions would run
+                            # this checkout's code).
+                            "-P",
                             "-m",
                             "proxy.cli",
                             "run",

@@ -352,7 +352,7 @@ class Forwarder:
                 upstream = await pool.request(
                     request.method,
                     target,
-                    headers.items(),
+                    headers,
                     body,
                     resend=body is None and request.method in _RESENDABLE_METHODS,
                 )
@@ -462,11 +462,16 @@ class Forwarder:
         response.headers["Retry-After"] = self._retry_after
         return response
 
-    def _upstream_headers(self, request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
+    def _upstream_headers(
+        self, request: web.BaseRequest, drop: frozenset[str]
+    ) -> list[tuple[str, str]]:
+        """The request's headers as they go to the upstream: without hop-by-hop ones, the
+        proxy's own and forged forwarding ones, with the ``X-Forwarded`` trio appended (the
+        client's are dropped or, from a trusted hop, rewritten here)."""
         incoming = request.headers
-        headers = CIMultiDict(strip_hop_by_hop(incoming.items(), drop=drop))
+        headers = strip_hop_by_hop(incoming.items(), drop=drop)
         if self._private_cookie is not None and "Cookie" in incoming:
-            _drop_cookie(headers, self._private_cookie)
+            headers = _without_cookie(headers, self._private_cookie)
         host = incoming.get("Host")
         if self._trusted_hops:
             forwarded_for = forwarded_for_header(
@@ -482,10 +487,10 @@ class Forwarder:
             proto = request.scheme
             forwarded_host = host
         if forwarded_for:
-            headers["X-Forwarded-For"] = forwarded_for
+            headers.append(("X-Forwarded-For", forwarded_for))
         if forwarded_host:
-            headers["X-Forwarded-Host"] = forwarded_host
-        headers["X-Forwarded-Proto"] = proto
+            headers.append(("X-Forwarded-Host", forwarded_host))
+        headers.append(("X-Forwarded-Proto", proto))
         return headers
 
     async def _relay_response(
@@ -1012,14 +1017,20 @@ def _with_headers(
     return [(n, v) for n, v in headers if n.lower() not in names] + list(extra)
 
 
-def _drop_cookie(headers: CIMultiDict[str], name: str) -> None:
-    if not any(name in value for value in headers.getall("Cookie")):
-        return  # the common case: the header stays where it was
-    values = headers.popall("Cookie")
-    for value in values:
-        kept = without_cookie(value, name)
-        if kept is not None:
-            headers.add("Cookie", kept)
+def _without_cookie(headers: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    """``headers`` with cookie ``name`` taken out of every ``Cookie`` field (a field left
+    empty goes), in place; the same list when no field names it (the common case)."""
+    if not any(n.lower() == "cookie" and name in value for n, value in headers):
+        return headers
+    kept: list[tuple[str, str]] = []
+    for field, value in headers:
+        if field.lower() == "cookie":
+            rest = without_cookie(value, name)
+            if rest is not None:
+                kept.append((field, rest))
+        else:
+            kept.append((field, value))
+    return kept
 
 
 def _has_no_body(method: str, status: int) -> bool:
