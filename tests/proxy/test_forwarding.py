@@ -64,6 +64,25 @@ async def test_upstream_base_path_is_prefixed(
     assert (echo["path"], echo["query"]) == ("/base/x/y", "q=1")
 
 
+@pytest.mark.parametrize("client_authorization", [None, "Bearer the-users-own"])
+async def test_credentials_in_the_upstream_url_are_sent_as_basic_auth_in_place_of_the_clients(
+    make_forwarding_proxy: MakeForwardingProxy,
+    aiohttp_client: AiohttpClient,
+    upstream: Upstream,
+    client_authorization: str | None,
+) -> None:
+    with_credentials = upstream.url.replace("http://", "http://app%20user:s%3Acret@")
+    proxy = await make_forwarding_proxy(upstream_url=with_credentials)
+    client = await _client(aiohttp_client, proxy)
+    headers = {"Authorization": client_authorization} if client_authorization else {}
+
+    async with client.get("/private", headers=headers) as response:
+        echo = await _echo(response)
+
+    # base64 of "app user:s:cret": the URL's percent-encoding undone, as a browser would.
+    assert _header_values(echo, "Authorization") == ["Basic YXBwIHVzZXI6czpjcmV0"]
+
+
 async def test_repeated_request_headers_keep_their_order(
     make_forwarding_proxy: MakeForwardingProxy, aiohttp_client: AiohttpClient
 ) -> None:
