@@ -675,13 +675,34 @@ def soak(lab: Lab, options: Options, pinning: Pinning, *, rate_hint: float) -> d
     }
 
 
+def _bench_json(
+    module: str, *args: str, options: Options, timeout_s: float, exit_ok: tuple[int, ...] = (0,)
+) -> dict[str, Any] | str:
+    """``python -m module args --json --results-dir ...`` in its own process: its JSON
+    document, or what went wrong."""
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        "--json",
+        "--results-dir",
+        str(options.results_dir),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False, timeout=timeout_s
+    )
+    if result.returncode not in exit_ok:
+        return f"{module} exited with {result.returncode}"
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
 def footprint(options: Options) -> dict[str, Any]:
     """``python -m bench.footprint --variants lazy --json`` in its own process: cluster
     mode as it is (kubernetes-asyncio without its models), one worker, against the fake API
     server; its medians."""
-    command = [
-        sys.executable,
-        "-m",
+    document = _bench_json(
         "bench.footprint",
         "--variants",
         "lazy",
@@ -689,16 +710,11 @@ def footprint(options: Options) -> dict[str, Any]:
         str(options.footprint_rounds),
         "--requests",
         str(options.footprint_requests),
-        "--json",
-        "--results-dir",
-        str(options.results_dir),
-    ]
-    result = subprocess.run(
-        command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False, timeout=900
+        options=options,
+        timeout_s=900,
     )
-    if result.returncode != 0:
-        return {"error": f"bench.footprint exited with {result.returncode}"}
-    document = json.loads(result.stdout)
+    if isinstance(document, str):
+        return {"error": document}
     figures = document["figures"]
     return {
         "rounds": document["rounds"],
@@ -712,22 +728,16 @@ def footprint(options: Options) -> dict[str, Any]:
 
 def reaction(options: Options) -> dict[str, Any]:
     """``python -m bench.reaction --flips N --json`` in its own process; its p99."""
-    command = [
-        sys.executable,
-        "-m",
+    document = _bench_json(
         "bench.reaction",
         "--flips",
         str(options.reaction_flips),
-        "--json",
-        "--results-dir",
-        str(options.results_dir),
-    ]
-    result = subprocess.run(
-        command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False, timeout=300
+        options=options,
+        timeout_s=300,
+        exit_ok=(0, 1),
     )
-    if result.returncode not in (0, 1):
-        return {"error": f"bench.reaction exited with {result.returncode}"}
-    document = json.loads(result.stdout)
+    if isinstance(document, str):
+        return {"error": document}
     enter = document["summary_ms"]["enter"]["first_response"]
     return {
         "flips": document["flips"]["completed"],
