@@ -63,7 +63,7 @@ _NO_BODY_EXPECTED: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _ANSWER_START: Final = b"HTTP/"
 _ANSWER_START_LENGTH: Final = len(_ANSWER_START)
-_NOT_A_TOKEN: Final = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_NOT_A_TOKEN: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 """A character that may not be in a field name (RFC 9110 section 5.6.2, ``tchar``)."""
 
 RequestBody = StreamReader | AsyncIterable[bytes]
@@ -94,13 +94,15 @@ class _Connection(UpstreamProtocol):
       timeout gives a 504 instead.
     """
 
-    __slots__ = ("heard", "idle")
+    __slots__ = ("heard", "idle", "parsing_heads")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.idle = False
         self.heard = 0
         """Bytes of the answer's ``HTTP/`` checked so far (reset for each request)."""
+        self.parsing_heads: bool | None = None
+        """Whether the parser in place reads answers to ``HEAD`` (no body); None: none yet."""
 
     def data_received(self, data: bytes) -> None:
         if data:
@@ -272,12 +274,17 @@ class UpstreamPool:
         skip_payload = method == "HEAD"
         while True:
             protocol = await self._acquire()
-            protocol.set_response_params(
-                skip_payload=skip_payload,
-                read_until_eof=True,
-                auto_decompress=False,
-                read_timeout=self._read_timeout_s,
-            )
+            if protocol.parsing_heads is not skip_payload:
+                # A parser per connection and kind of request, reused while the kind stays
+                # the same (a parser is back at a message boundary after a clean exchange,
+                # the only kind that leaves a connection in the pool).
+                protocol.set_response_params(
+                    skip_payload=skip_payload,
+                    read_until_eof=True,
+                    auto_decompress=False,
+                    read_timeout=self._read_timeout_s,
+                )
+                protocol.parsing_heads = skip_payload
             protocol.heard = 0
             sender: asyncio.Task[None] | None = None
             try:
@@ -303,7 +310,7 @@ class UpstreamPool:
             except BaseException:
                 self.drop(protocol, sender)
                 raise
-            problem = _framing_problem(message.headers)
+            problem = _framing_problem(message)
             if problem is not None:
                 self.drop(protocol, sender)
                 raise InvalidResponse(problem)
@@ -427,7 +434,7 @@ class UpstreamPool:
         return "".join(lines).encode("utf-8", "surrogateescape"), chunked
 
 
-def _framing_problem(headers: CIMultiDictProxy[str]) -> str | None:
+def _framing_problem(message: RawResponseMessage) -> str | None:
     """What makes an answer's head unfit to relay, which a parser let through (None: fit).
 
     The head is relayed field by field, so what the parser tolerated reaches the client:
@@ -435,9 +442,10 @@ def _framing_problem(headers: CIMultiDictProxy[str]) -> str | None:
     a client or cache that trims it reads as a second length; the pure-Python parser keeps
     two different ``Content-Length`` values.  RFC 9112 section 6.3 makes both, and a length
     next to ``Transfer-Encoding``, errors a proxy must not pass on (502).  One regular
-    expression over the joined names, and two lookups: about a microsecond per answer."""
-    if _NOT_A_TOKEN.search("".join(headers.keys())) is not None:
+    expression over the joined raw names, and two lookups: about a microsecond per answer."""
+    if _NOT_A_TOKEN.search(b"".join([name for name, _ in message.raw_headers])) is not None:
         return "a header field name that is not a token"
+    headers = message.headers
     lengths = headers.getall("Content-Length", ())
     if lengths:
         if len(lengths) > 1 and len({length.strip() for length in lengths}) > 1:
