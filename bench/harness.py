@@ -354,12 +354,18 @@ def check_tools(options: Options) -> str:
 # -- the servers -----------------------------------------------------------------------------
 
 
+def python_mwm_command(*args: str) -> list[str]:
+    """``mwm args`` through this interpreter, from the tree on ``PYTHONPATH``: ``-P`` keeps
+    the working directory off ``sys.path`` (``-m`` would put it first, and a benchmark of
+    another revision would run this checkout's code)."""
+    return [sys.executable, "-P", "-m", "proxy.cli", *args]
+
+
 def mwm_command() -> list[str]:
     script = Path(sys.executable).parent / "mwm"
     if script.exists():
         return [str(script), "run"]
-    # -P: PYTHONPATH's tree, not the working directory's (``-m`` would put it first).
-    return [sys.executable, "-P", "-m", "proxy.cli", "run"]
+    return python_mwm_command("run")
 
 
 def mwm_server(

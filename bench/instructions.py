@@ -134,14 +134,7 @@ def measure(
                             "--tool=callgrind",
                             "--instr-atstart=no",
                             f"--callgrind-out-file={outfile}",
-                            sys.executable,
-                            # -P: not the working directory first on sys.path (``-m`` would
-                            # put it there, ahead of PYTHONPATH, and both revisions would run
-                            # this checkout's code).
-                            "-P",
-                            "-m",
-                            "proxy.cli",
-                            "run",
+                            *harness.python_mwm_command("run"),  # PYTHONPATH's revision
                         ],
                         extra_environ={"PYTHONPATH": str(where), "PYTHONHASHSEED": "0"},
                     )

@@ -5,6 +5,8 @@ pinning plan, and the report's text.  No server runs: the results are made up.""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -429,3 +431,25 @@ def test_footprint_report_with_every_variant() -> None:
     ]
     assert figures["whole_rss_after_mib"] == 92.0
     assert figures["local_startup_s"] == 0.8
+
+
+def test_a_benchmark_of_another_revision_runs_that_revisions_code(tmp_path: Path) -> None:
+    """``bench.instructions`` and the harness's fallback start ``mwm`` from the tree on
+    ``PYTHONPATH`` (an earlier revision's worktree) while their working directory is this
+    checkout: ``python -m`` alone would import this checkout's ``proxy`` and measure it twice."""
+    fake = tmp_path / "proxy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text("print('the tree on PYTHONPATH')\n")
+
+    result = subprocess.run(
+        harness.python_mwm_command("--help"),
+        cwd=harness.ROOT,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.stdout.strip() == "the tree on PYTHONPATH", result.stderr
