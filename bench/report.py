@@ -87,6 +87,14 @@ def _two_workers_unavailable(results: Mapping[str, Any]) -> str | None:
     return None if reason is None else str(reason)
 
 
+def _cpu_ratio(results: Mapping[str, Any], target: str, reference: str) -> float | None:
+    """CPU per request of ``target`` over ``reference``'s, medians of the same run."""
+    return _ratio(
+        _median(results, target, "cpu_us_per_request"),
+        _median(results, reference, "cpu_us_per_request"),
+    )
+
+
 TARGETS: tuple[Target, ...] = (
     Target(
         "proxied_cpu",
@@ -94,10 +102,7 @@ TARGETS: tuple[Target, ...] = (
         2.5,
         False,
         "x",
-        lambda r: _ratio(
-            _median(r, "mwm-proxy", "cpu_us_per_request"),
-            _median(r, "nginx-proxy", "cpu_us_per_request"),
-        ),
+        lambda r: _cpu_ratio(r, "mwm-proxy", "nginx-proxy"),
     ),
     Target(
         "proxied_throughput",
@@ -129,10 +134,7 @@ TARGETS: tuple[Target, ...] = (
         2.0,
         False,
         "x",
-        lambda r: _ratio(
-            _median(r, "mwm-503", "cpu_us_per_request"),
-            _median(r, "nginx-503", "cpu_us_per_request"),
-        ),
+        lambda r: _cpu_ratio(r, "mwm-503", "nginx-503"),
     ),
     Target(
         "cluster_rss_ready",
@@ -229,10 +231,7 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
     (
         "naive aiohttp / nginx proxy CPU per proxied request",
         "~8x, issue 11 (150-190 µs / ~20 µs)",
-        lambda r: _ratio(
-            _median(r, "naive-proxy", "cpu_us_per_request"),
-            _median(r, "nginx-proxy", "cpu_us_per_request"),
-        ),
+        lambda r: _cpu_ratio(r, "naive-proxy", "nginx-proxy"),
     ),
     (
         "naive aiohttp proxy throughput (req/s)",
