@@ -25,7 +25,7 @@ sent, the whole answer read, no ``Connection: close``, no stray bytes after the 
 one that receives bytes while idle is closed at once (they answer nothing: read as the
 answer to the next request, they would shift every later answer by one).
 
-A request is sent again, once, on another connection when the one it went out on broke
+A request is sent again, once, on a new connection when the one it went out on broke
 before any byte of the answer (closed or reset by the upstream), if the caller says it is
 safe (an idempotent method without a body; see :mod:`proxy.forwarding`).  Failing to
 connect is not retried (:class:`ConnectFailed`, ``aiohttp.ConnectionTimeoutError``).
@@ -272,8 +272,11 @@ class UpstreamPool:
         """
         head, chunked = self._head(method, target, headers, body is not None)
         skip_payload = method == "HEAD"
+        resent = False
         while True:
-            protocol = await self._acquire()
+            # A resend goes on a new connection: the other idle ones may have been closed
+            # by the same upstream restart or idle timeout.
+            protocol = await (self._connect() if resent else self._acquire())
             if protocol.parsing_heads is not skip_payload:
                 # A parser per connection and kind of request, reused while the kind stays
                 # the same (a parser is back at a message boundary after a clean exchange,
@@ -300,9 +303,9 @@ class UpstreamPool:
                     message, content = await protocol.read()  # informational: not relayed
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
                 self.drop(protocol, sender)
-                if not resend:
+                if not resend or resent:
                     raise
-                resend = False  # once
+                resent = True  # once
                 continue
             except HttpProcessingError as exc:
                 self.drop(protocol, sender)

@@ -470,6 +470,31 @@ async def test_a_request_without_a_body_is_resent_once_when_its_reused_connectio
     assert leg.proxy.errors == []
 
 
+async def test_the_resend_goes_on_a_new_connection_not_another_pooled_one(
+    make_leg: MakeLeg,
+) -> None:
+    # Two pooled connections that the upstream will both drop when reused (a restart, or
+    # its idle timeout): a resend taking the other pooled one would fail as well.
+    release = asyncio.Event()
+
+    async def held_then_drop_reused(arrived: Arrived) -> bool:
+        if len(arrived.link.requests) == 1:
+            await release.wait()
+        return await _drop_reused(arrived)
+
+    leg = await make_leg(held_then_drop_reused)
+    warm = [asyncio.create_task(_get(leg, f"/warm/{n}")) for n in range(2)]
+    await leg.upstream.until(lambda: len(leg.upstream.arrived) == 2)
+    release.set()
+    assert await asyncio.gather(*warm) == [_ok(f"GET /warm/{n}") for n in range(2)]
+
+    assert await _get(leg, "/target") == _ok("GET /target")
+    target = [r.link.number for r in leg.upstream.arrived if r.line == "GET /target"]
+    assert len(target) == 2  # lost once with a pooled connection, then answered...
+    assert target[1] == 3  # ...on a new one, not on the other pooled connection
+    assert leg.proxy.errors == []
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 async def test_a_request_with_a_body_is_never_resent(make_leg: MakeLeg, method: str) -> None:
     leg = await make_leg(_drop_reused)
