@@ -125,7 +125,16 @@ class UpstreamResponse:
     Call :meth:`release` when done with it (the connection goes back to the pool when
     the exchange ended cleanly) or :meth:`close` to drop the connection."""
 
-    __slots__ = ("_pool", "_protocol", "_sender", "content", "headers", "reason", "status")
+    __slots__ = (
+        "_pool",
+        "_protocol",
+        "_sender",
+        "content",
+        "headers",
+        "raw_headers",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
@@ -141,6 +150,8 @@ class UpstreamResponse:
         self.status: int = message.code
         self.reason: str = message.reason
         self.headers: CIMultiDictProxy[str] = message.headers
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = message.raw_headers
+        """The head's fields as the upstream sent them (the parser checked their syntax)."""
         self.content = content
 
     @property
