@@ -97,7 +97,12 @@ from yarl import URL
 from proxy.aiohttp_compat import disable_connection_retry
 from proxy.cookie import without_cookie
 from proxy.forwarded import client_address, forwarded_for_header
-from proxy.hopbyhop import HOP_BY_HOP, hop_by_hop_and, strip_hop_by_hop
+from proxy.hopbyhop import (
+    CONNECTION_OPTIONS_RAW,
+    HOP_BY_HOP_RAW,
+    hop_by_hop_and,
+    strip_hop_by_hop,
+)
 from proxy.pages import SERVER, status_phrase
 from proxy.prebuilt import PrebuiltResponse, fits
 from proxy.settings import UpstreamSettings
@@ -149,9 +154,6 @@ _SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Cont
 _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HOP_BY_HOP_RAW: Final = frozenset(name.encode() for name in HOP_BY_HOP)
-_CONNECTION_OPTIONS_RAW: Final = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
-"""``Connection`` values that name no other field (as :mod:`proxy.hopbyhop` reads them)."""
 _SERVER_LINE: Final = f"Server: {SERVER}\r\n".encode()
 _NOTHING: Final[frozenset[bytes]] = frozenset()
 
@@ -1024,8 +1026,8 @@ def _prebuilt(
     server = dated = framed = False
     for name, value in upstream.raw_headers:
         lower = name.lower()
-        if lower in _HOP_BY_HOP_RAW:
-            if lower == b"connection" and not _CONNECTION_OPTIONS_RAW.issuperset(
+        if lower in HOP_BY_HOP_RAW:
+            if lower == b"connection" and not CONNECTION_OPTIONS_RAW.issuperset(
                 token.strip().lower() for token in value.split(b",")
             ):
                 return None

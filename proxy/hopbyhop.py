@@ -46,6 +46,11 @@ would otherwise reach ``/checkout`` through the ``/admin`` bypass."""
 # Connection options that are not header names; naming them costs nothing extra.
 _CONNECTION_OPTIONS: Final = frozenset({"", "close", "keep-alive", "upgrade"})
 
+HOP_BY_HOP_RAW: Final = frozenset(name.encode() for name in HOP_BY_HOP)
+""":data:`HOP_BY_HOP` as bytes, for a head relayed as the bytes that came."""
+CONNECTION_OPTIONS_RAW: Final = frozenset(option.encode() for option in _CONNECTION_OPTIONS)
+"""``Connection`` values that name no other field, as bytes."""
+
 Header = tuple[str, str]
 
 

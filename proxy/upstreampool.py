@@ -247,20 +247,6 @@ class UpstreamPool:
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
-    @property
-    def base_path(self) -> str:
-        """The upstream URL's path without its trailing slash: prefixed to every target."""
-        return self._base_path
-
-    @property
-    def open_connections(self) -> int:
-        """Connections open now, idle or carrying a request."""
-        return len(self._open)
-
-    @property
-    def idle_connections(self) -> int:
-        return len(self._idle)
-
     async def request(
         self,
         method: str,
