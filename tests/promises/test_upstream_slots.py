@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import ProxyFactory, RunningProxy
+from tests.waiting import until_changed
 
 SHORT_S = 0.5
 """Shrunk timeouts: long enough for a loaded machine to send a head in one go."""
@@ -89,13 +90,7 @@ class SlotUpstream:
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float = SLACK_S) -> None:
         """Wait (on changes, never by sleeping) until ``predicate`` holds."""
-
-        async def changes() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(changes(), timeout_s)
+        await until_changed(self._changed, predicate, timeout_s)
 
     async def close(self) -> None:
         assert self.server is not None

@@ -55,6 +55,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.proxy.conftest import ForwardingProxy, MakeForwardingProxy
 from tests.proxy.upstream import Upstream, pattern, pattern_sha256
+from tests.waiting import until_changed
 
 pytestmark = pytest.mark.usefixtures("response_parser")
 
@@ -161,13 +162,7 @@ class ScriptedUpstream:
 
     async def until(self, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
         """Return once ``condition`` holds (checked at every change the upstream sees)."""
-
-        async def changes() -> None:
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(changes(), timeout_s)
+        await until_changed(self._changed, condition, timeout_s)
 
     def _change(self) -> None:
         self._changed.set()
