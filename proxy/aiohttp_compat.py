@@ -34,6 +34,9 @@ The internals, written against aiohttp 3.14.x (:data:`SUPPORTED`):
   protocol, driven without a ``ClientSession`` (``set_response_params``, ``start_timeout``,
   ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``), and
   ``BaseProtocol._drain_helper`` (:func:`drain`): :mod:`proxy.upstreampool`'s connections;
+- ``base_protocol.BaseProtocol`` with ``_pause_transport_reading`` and
+  ``_resume_transport_reading`` (:class:`ServerProtocol`): :mod:`proxy.fastlane`'s
+  connections;
 - ``AccessLogger._format_line`` (:class:`AccessLogFieldHook`): secrets masked in the
   access log.
 
@@ -75,6 +78,7 @@ __all__ = [
     "HandlerInternals",
     "ParserRefusal",
     "ServerMakingAppRunner",
+    "ServerProtocol",
     "UpstreamProtocol",
     "check_aiohttp",
     "disable_connection_retry",
@@ -304,6 +308,27 @@ def _upstream_protocol() -> bool:
     return all(name in parameters for name in _RESPONSE_PARAMETERS)
 
 
+# --- The public listener's fast lane (proxy.fastlane) ----------------------------------
+
+
+class ServerProtocol(base_protocol.BaseProtocol):
+    """aiohttp's base connection protocol (``aiohttp.base_protocol.BaseProtocol``, 3.x) for
+    a server connection of our own that aiohttp's writer (``StreamWriter``, so every
+    ``web`` response) can write to: it sets ``TCP_NODELAY``, keeps ``pause_writing`` /
+    ``resume_writing`` and the waiter ``StreamWriter.drain`` awaits (``_drain_helper``).
+    The transport's reading is paused and resumed through ``_pause_transport_reading`` and
+    ``_resume_transport_reading``, which ignore a transport without flow control.  Called
+    only when a client pipelines requests or stops reading."""
+
+    __slots__ = ()
+
+    def pause_transport_reading(self) -> None:
+        self._pause_transport_reading()
+
+    def resume_transport_reading(self) -> None:
+        self._resume_transport_reading()
+
+
 # --- The access log (proxy.serverlog) --------------------------------------------------
 
 _format_line: Callable[..., list[tuple[Any, Any]]] = getattr(
@@ -447,6 +472,13 @@ INTERNALS: Final[tuple[Internal, ...]] = (
     Internal(
         "BaseProtocol._drain_helper",
         lambda: callable(getattr(base_protocol.BaseProtocol, "_drain_helper", None)),
+    ),
+    *(
+        Internal(
+            f"BaseProtocol.{name}",
+            lambda name=name: callable(getattr(base_protocol.BaseProtocol, name, None)),  # type: ignore[misc]
+        )
+        for name in ("_pause_transport_reading", "_resume_transport_reading")
     ),
 )
 """Every internal above, as :func:`check_aiohttp` verifies it."""

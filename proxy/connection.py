@@ -83,6 +83,7 @@ from proxy.aiohttp_compat import (
     server_options,
 )
 from proxy.conformance import parser_refusal
+from proxy.fastlane import FastLane, Lane
 from proxy.forwarding import ErrorResponder
 from proxy.metrics import Metrics
 from proxy.pages import SERVER
@@ -173,6 +174,17 @@ class HardenedConnection(HandlerInternals):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._start_header_timer()
+
+    def take_over(
+        self, transport: asyncio.Transport, data: bytes, *, header_timeout_s: float | None
+    ) -> None:
+        """Continue a connection :mod:`proxy.fastlane` began, between two requests: ``data``
+        is what it read and did not serve.  ``header_timeout_s``: what is left of the
+        first head's time when no request was served yet (None: a later request, whose
+        head gets the whole header timeout from its first bytes)."""
+        super().connection_made(transport)
+        self._start_header_timer(header_timeout_s)
+        self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self._idle and data.endswith(b"\r\n\r\n"):
@@ -445,12 +457,13 @@ class HardenedConnection(HandlerInternals):
         if self._header_timer is None and self._waiting_for_a_request():
             self._start_header_timer()
 
-    def _start_header_timer(self) -> None:
+    def _start_header_timer(self, timeout_s: float | None = None) -> None:
         # The idle keep-alive timer stops: a request has begun (aiohttp restarts it after
         # the response).  keep_alive(True) is aiohttp's way to cancel it.
         self.keep_alive(True)
         self._header_timer = self.aiohttp_loop.call_later(
-            self._limits.header_timeout_s, self._header_timed_out
+            self._limits.header_timeout_s if timeout_s is None else timeout_s,
+            self._header_timed_out,
         )
 
     def _stop_header_timer(self) -> None:
@@ -488,7 +501,9 @@ def _head_size(message: RawRequestMessage) -> int:
 
 
 class HardenedServer(web.Server):
-    """aiohttp's low-level server making :class:`HardenedConnection` connections.
+    """aiohttp's low-level server making :class:`HardenedConnection` connections, or, with
+    a ``lane``, :class:`~proxy.fastlane.FastLane` ones that hand what they do not serve to
+    a :class:`HardenedConnection`.
 
     ``metrics`` counts refusals and header timeouts (the public listener's); None counts
     nothing."""
@@ -500,14 +515,36 @@ class HardenedServer(web.Server):
         limits: LimitSettings,
         refuse: ErrorResponder,
         metrics: Metrics | None,
+        lane: Lane | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._limits = limits
         self._refuse = refuse
         self._metrics = metrics
+        self._lane = lane
+        if lane is not None:
+            lane.hand_off = self.hardened
 
-    def __call__(self) -> HardenedConnection:
+    def __call__(self) -> HardenedConnection | FastLane:  # type: ignore[override]
+        # The event loop's protocol factory: any asyncio protocol will do.
+        if self._lane is not None:
+            return FastLane(self._lane, server_loop(self))
+        return self.hardened()
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        if self._lane is not None:
+            self._lane.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        if self._lane is None:
+            await super().shutdown(timeout)
+        else:
+            await asyncio.gather(super().shutdown(timeout), self._lane.shutdown(timeout))
+
+    def hardened(self) -> HardenedConnection:
+        """A new :class:`HardenedConnection` of this server."""
         return HardenedConnection(
             self,
             loop=server_loop(self),

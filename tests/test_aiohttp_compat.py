@@ -151,6 +151,10 @@ TAKEN_AWAY: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "BaseProtocol._drain_helper": lambda mp: mp.delattr(
         base_protocol.BaseProtocol, "_drain_helper"
     ),
+    **{
+        f"BaseProtocol.{name}": (lambda mp, name=name: mp.delattr(base_protocol.BaseProtocol, name))  # type: ignore[misc]
+        for name in ("_pause_transport_reading", "_resume_transport_reading")
+    },
 }
 """How each internal of :data:`INTERNALS` is taken away, as an aiohttp release could."""
 

@@ -1,0 +1,357 @@
+"""The public listener's fast lane: the common request served without aiohttp's server.
+
+aiohttp's server costs about as much per request as everything mwm does: a measured
+37 µs of CPU for a pre-rendered page, where the page is one dict lookup and one write
+(``bench/RESULTS.md``).  Nearly every request a maintenance proxy sees is the same
+kind: a keep-alive HTTP/1.1 ``GET`` or ``HEAD``, without a body, its head whole in one
+read, forwarded or given the page.  :class:`FastLane` is the connection protocol of the
+public listener: it parses each read with aiohttp's own request parser (llhttp's C
+parser, or the pure-Python one; the same parser, limits and so the same framing reading
+as the server it stands in front of), asks :meth:`~proxy.public.PublicHandler.quick` for
+the answer, and
+
+- writes the maintenance page at once, from ``data_received``: no task, no request
+  object, one write;
+- forwards a request from a task of its own, through the same
+  :meth:`~proxy.forwarding.Forwarder.forward` (slots, resend, error pages, streaming and
+  the send timeout included), with an aiohttp request built for it, and writes the answer
+  as aiohttp's server does;
+- hands everything else to aiohttp: a read that is not exactly one such head (a partial
+  or pipelined head, a body, an upgrade, ``Connection: close``, HTTP/1.0, a head the
+  parser refuses, one over ``max_header_bytes``), and every request ``quick`` does not
+  answer (refusals, the status and cookie paths, bypasses, holds).  The connection is
+  then given, with the bytes just read, to a
+  :class:`~proxy.connection.HardenedConnection` (``transport.set_protocol``) and stays
+  with it: the answers, limits and timeouts are exactly the server's.  The hand-off
+  happens only between requests, when nothing of the lane's is in flight, so the new
+  protocol starts at a message boundary, as it would on a new connection.
+
+Timers: one per connection, re-armed only when it fires.  A connection must complete
+its first head within ``header_timeout_s`` of its start (the header timeout; a hand-off
+before then keeps that deadline) and is closed after ``keepalive_timeout_s`` idle
+between requests.  Bytes read while a forwarded request is in flight (a client
+pipelining) are kept, reading is paused, and they are served when its answer is
+written; while the client does not read what was written (the transport asks to pause
+writing), nothing more is read either.
+
+Shutdown (:class:`Lane`, called by :class:`~proxy.connection.HardenedServer`): idle
+connections are closed at once, a connection with a request in flight after its answer;
+the answers in flight get up to the drain timeout, then their tasks are cancelled and
+their connections closed.
+
+Off when the access log is on (its lines are aiohttp's, written by its server) or
+``MWM_LISTEN__FAST_LANE=false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from aiohttp import HttpVersion11, web
+from aiohttp.http import HttpRequestParser, RawRequestMessage, StreamWriter
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD
+
+from proxy.aiohttp_compat import ServerProtocol
+from proxy.metrics import Metrics
+from proxy.pages import RenderedPage
+from proxy.prebuilt import date_line
+from proxy.settings import LimitSettings
+
+if TYPE_CHECKING:
+    from proxy.connection import HardenedConnection
+    from proxy.public import Forward, PublicHandler
+
+log = logging.getLogger(__name__)
+
+_PLAIN_METHODS: Final = frozenset({"GET", "HEAD"})
+_HEAD_END: Final = b"\r\n\r\n"
+_READ_BUFFER: Final = 2**16
+"""The parser's buffer size for a body it reads (the lane hands every body off)."""
+_MAX_PENDING: Final = 2**16
+"""Bytes kept from a client pipelining behind a request in flight before reading pauses."""
+
+
+class Lane:
+    """What the fast lane's connections share: one per public listener."""
+
+    def __init__(
+        self,
+        handler: PublicHandler,
+        *,
+        limits: LimitSettings,
+        metrics: Metrics,
+        error_page: Callable[[RawRequestMessage, int, str], RenderedPage],
+    ) -> None:
+        self.handler = handler
+        self.metrics = metrics
+        self.error_page = error_page
+        self.max_head_bytes = limits.max_header_bytes
+        self.header_timeout_s = limits.header_timeout_s
+        self.keepalive_timeout_s = limits.keepalive_timeout_s
+        self.parser_options: dict[str, Any] = {
+            "max_line_size": limits.max_request_line_bytes,
+            "max_field_size": limits.max_header_field_bytes,
+            "max_headers": limits.max_header_count,
+            "auto_decompress": False,
+        }
+        self.connections: set[FastLane] = set()
+        self.hand_off: Callable[[], HardenedConnection] | None = None
+        """Makes the connection a hand-off continues on (set by the server)."""
+
+    def pre_shutdown(self) -> None:
+        """Close the idle connections; the others after the answer in flight."""
+        for connection in list(self.connections):
+            connection.close()
+
+    async def shutdown(self, drain_s: float | None) -> None:
+        """Wait up to ``drain_s`` for the answers in flight, then cut what is left."""
+        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_s)
+        for connection in list(self.connections):
+            connection.abort()
+
+
+class FastLane(ServerProtocol):
+    """A public-listener connection served by the fast lane until it is handed off."""
+
+    __slots__ = (
+        "_closing",
+        "_deadline",
+        "_event_loop",
+        "_first",
+        "_lane",
+        "_pending",
+        "_remote",
+        "_request_parser",
+        "_timer",
+        "peername",
+        "sockname",
+        "ssl_context",
+        "task",
+    )
+
+    def __init__(self, lane: Lane, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._event_loop = loop
+        self._lane = lane
+        self._request_parser = HttpRequestParser(self, loop, _READ_BUFFER, **lane.parser_options)
+        self.task: asyncio.Task[None] | None = None
+        """The forwarded request in flight, if any."""
+        self._pending: bytes | None = None
+        """Bytes read while a request was in flight or writing was paused."""
+        self._closing = False
+        """Close once the answer in flight is written (shutdown)."""
+        self._first = True
+        """No request served yet: the idle deadline is the header timeout's."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        # What aiohttp's request reads of its connection, as aiohttp's connection has them.
+        self.peername: Any = None
+        self.sockname: Any = None
+        self.ssl_context: Any = None
+        self._remote: str | None = None
+        """The client's address as ``request.remote`` says it."""
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peername = peer = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.ssl_context = transport.get_extra_info("sslcontext")
+        if peer is not None:
+            self._remote = str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
+        lane = self._lane
+        lane.connections.add(self)
+        self._deadline = deadline = self._event_loop.time() + lane.header_timeout_s
+        self._timer = self._event_loop.call_at(deadline, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        if self.task is not None or self.writing_paused or self._pending is not None:
+            self._keep(data)
+            return
+        self._serve(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._lane.connections.discard(self)
+        self._stop_timer()
+        self._pending = None
+
+    def pause_reading(self) -> None:
+        """Called by a body's buffer in the parser: the lane hands every body off, so the
+        transport is not paused for it."""
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """See :meth:`pause_reading`."""
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.task is None:
+            self._serve_pending()
+
+    # --- serving ------------------------------------------------------------------
+
+    def _serve(self, data: bytes) -> None:
+        lane = self._lane
+        if not data.endswith(_HEAD_END) or len(data) > lane.max_head_bytes:
+            self._hand_off(data)
+            return
+        try:
+            messages, upgraded, tail = self._request_parser.feed_data(data)
+        except HttpProcessingError:
+            self._hand_off(data)
+            return
+        if len(messages) != 1 or upgraded or tail:
+            self._hand_off(data)
+            return
+        message, payload = messages[0]
+        if (
+            payload is not EMPTY_PAYLOAD
+            or message.method not in _PLAIN_METHODS
+            or message.version != HttpVersion11
+            or message.should_close
+            or message.upgrade
+        ):
+            self._hand_off(data)
+            return
+        answer = lane.handler.quick(message, self._remote)
+        if answer is None:
+            self._hand_off(data)
+        elif isinstance(answer, RenderedPage):
+            transport = self.transport
+            assert transport is not None
+            body = b"" if message.method == "HEAD" else answer.body
+            transport.write(b"".join((answer.wire_head, date_line(), body)))
+            self._answered()
+        else:
+            self.task = self._event_loop.create_task(self._forward(answer), name="fast lane")
+
+    async def _forward(self, forward: Forward) -> None:
+        """Forward one request and write the answer, as aiohttp's server would."""
+        lane = self._lane
+        loop = self._event_loop
+        task = self.task  # set before this coroutine's first step (current_task() would
+        assert task is not None  # cost a getpid() per call on Python 3.11)
+        keep = False
+        try:
+            # aiohttp's request reads its protocol's transport and the attributes above
+            # (and hands the protocol to who asks: see force_close).
+            protocol = cast(web.RequestHandler, self)
+            request = web.BaseRequest(
+                forward.message, EMPTY_PAYLOAD, protocol, StreamWriter(self, loop), task, loop
+            )
+            response = await lane.handler.forward(request, forward)
+            await response.prepare(request)
+            await response.write_eof()
+            keep = bool(response.keep_alive)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client left (or its slot was taken back): nothing to answer
+        except Exception:
+            log.exception("error while forwarding a request")
+            self._write_error(forward.message)
+        finally:
+            self.task = None
+            if keep and not self._closing and self.transport is not None:
+                self._answered()
+                self._serve_pending()
+            else:
+                self._close_transport()
+
+    def _write_error(self, message: RawRequestMessage) -> None:
+        """A 500 page, then the connection ends (what aiohttp's server does)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        page = self._lane.error_page(message, 500, "The proxy failed to handle the request.")
+        close = b"Connection: close\r\n"
+        body = b"" if message.method == "HEAD" else page.body
+        transport.write(b"".join((page.wire_head, close, date_line(), body)))
+
+    def _answered(self) -> None:
+        """An answer was written and the connection stays: idle from now."""
+        self._first = False
+        self._deadline = self._event_loop.time() + self._lane.keepalive_timeout_s
+        if self._timer is None:
+            self._timer = self._event_loop.call_at(self._deadline, self._idle_check)
+
+    def _keep(self, data: bytes) -> None:
+        pending = self._pending = data if self._pending is None else self._pending + data
+        if len(pending) > _MAX_PENDING:
+            self.pause_transport_reading()
+
+    def _serve_pending(self) -> None:
+        pending = self._pending
+        if pending is None or self.writing_paused or self.transport is None:
+            return
+        self._pending = None
+        self.resume_transport_reading()
+        self._serve(pending)
+
+    def _hand_off(self, data: bytes) -> None:
+        """Continue this connection on aiohttp's server, with ``data`` its first bytes."""
+        lane = self._lane
+        transport = self.transport
+        assert transport is not None
+        assert lane.hand_off is not None
+        lane.connections.discard(self)
+        self._stop_timer()
+        header_timeout_s = None
+        if self._first:  # the first head's deadline runs from the connection's start
+            header_timeout_s = max(self._deadline - self._event_loop.time(), 0.0)
+        connection = lane.hand_off()
+        transport.set_protocol(connection)
+        connection.take_over(transport, data, header_timeout_s=header_timeout_s)
+        self.resume_transport_reading()
+
+    # --- timers and shutdown ------------------------------------------------------
+
+    def _idle_check(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        if self.task is not None:  # busy: the answer re-arms it
+            return
+        now = self._event_loop.time()
+        if now < self._deadline:
+            self._timer = self._event_loop.call_at(self._deadline, self._idle_check)
+            return
+        if self._first:
+            self._lane.metrics.header_timeouts.inc()
+            log.debug("request head not complete in time: closing the connection")
+        self._close_transport()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def close(self) -> None:
+        """End the connection: now when idle, else once the answer in flight is written."""
+        self._closing = True
+        if self.task is None:
+            self._close_transport()
+
+    def force_close(self) -> None:
+        """End the connection once the answer in flight is written (what a response asks
+        of aiohttp's connection when it must be the last)."""
+        self.close()
+
+    def abort(self) -> None:
+        """End the connection now, cancelling the answer in flight."""
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
