@@ -35,7 +35,8 @@ The internals, written against aiohttp 3.14.x (:data:`SUPPORTED`):
   ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``), and
   ``BaseProtocol._drain_helper`` (:func:`drain`): :mod:`proxy.upstreampool`'s connections;
 - ``base_protocol.BaseProtocol`` with ``_pause_transport_reading`` and
-  ``_resume_transport_reading`` (:class:`ServerProtocol`): :mod:`proxy.fastlane`'s
+  ``_resume_transport_reading`` (:class:`ServerProtocol`), and the server's parser class
+  ``web_protocol.HttpRequestParser`` (:func:`server_request_parser`): :mod:`proxy.fastlane`'s
   connections;
 - ``AccessLogger._format_line`` (:class:`AccessLogFieldHook`): secrets masked in the
   access log.
@@ -89,6 +90,7 @@ __all__ = [
     "response_written",
     "server_loop",
     "server_options",
+    "server_request_parser",
 ]
 
 SUPPORTED: Final = "aiohttp 3.14.x"
@@ -311,6 +313,15 @@ def _upstream_protocol() -> bool:
 # --- The public listener's fast lane (proxy.fastlane) ----------------------------------
 
 
+def server_request_parser() -> type[HttpRequestParser]:
+    """The request parser class aiohttp's server makes for each connection
+    (``web_protocol.HttpRequestParser``: llhttp's C parser, or the pure-Python one where the
+    extension is missing), looked up when called: the fast lane parses with the very
+    class aiohttp's connections use, so both read a request the same way."""
+    parser: type[HttpRequestParser] = vars(web_protocol)["HttpRequestParser"]
+    return parser
+
+
 class ServerProtocol(base_protocol.BaseProtocol):
     """aiohttp's base connection protocol (``aiohttp.base_protocol.BaseProtocol``, 3.x) for
     a server connection of our own that aiohttp's writer (``StreamWriter``, so every
@@ -472,6 +483,10 @@ INTERNALS: Final[tuple[Internal, ...]] = (
     Internal(
         "BaseProtocol._drain_helper",
         lambda: callable(getattr(base_protocol.BaseProtocol, "_drain_helper", None)),
+    ),
+    Internal(
+        "web_protocol.HttpRequestParser",
+        lambda: callable(getattr(web_protocol, "HttpRequestParser", None)),
     ),
     *(
         Internal(

@@ -3,12 +3,12 @@
 aiohttp's server costs about as much per request as everything mwm does: a measured
 37 µs of CPU for a pre-rendered page, where the page is one dict lookup and one write
 (``bench/RESULTS.md``).  Nearly every request a maintenance proxy sees is the same
-kind: a keep-alive HTTP/1.1 ``GET`` or ``HEAD``, without a body, its head whole in one
-read, forwarded or given the page.  :class:`FastLane` is the connection protocol of the
-public listener: it parses each read with aiohttp's own request parser (llhttp's C
-parser, or the pure-Python one; the same parser, limits and so the same framing reading
-as the server it stands in front of), asks :meth:`~proxy.public.PublicHandler.quick` for
-the answer, and
+kind: an HTTP/1.1 ``GET`` or ``HEAD`` without a body, its head whole in one read,
+forwarded or given the page.  :class:`FastLane` is the connection protocol of the public
+listener: it parses each read with the request parser aiohttp's server uses (llhttp's C
+parser, or the pure-Python one: :func:`~proxy.aiohttp_compat.server_request_parser`),
+with the same limits, so both read a request the same way; it asks
+:meth:`~proxy.public.PublicHandler.quick` for the answer, and
 
 - writes the maintenance page at once, from ``data_received``: no task, no request
   object, one write;
@@ -16,30 +16,33 @@ the answer, and
   :meth:`~proxy.forwarding.Forwarder.forward` (slots, resend, error pages, streaming and
   the send timeout included), with an aiohttp request built for it, and writes the answer
   as aiohttp's server does;
-- hands everything else to aiohttp: a read that is not exactly one such head (a partial
-  or pipelined head, a body, an upgrade, ``Connection: close``, HTTP/1.0, a head the
+- hands everything else to aiohttp's server: a read that is not exactly one such head
+  (a partial or pipelined head, a body, an upgrade, another method, HTTP/1.0, a head the
   parser refuses, one over ``max_header_bytes``), and every request ``quick`` does not
-  answer (refusals, the status and cookie paths, bypasses, holds).  The connection is
-  then given, with the bytes just read, to a
+  answer (refusals, odd targets, the status and cookie paths, bypasses, holds).  The
+  connection is then given, with the bytes just read, to a
   :class:`~proxy.connection.HardenedConnection` (``transport.set_protocol``) and stays
-  with it: the answers, limits and timeouts are exactly the server's.  The hand-off
-  happens only between requests, when nothing of the lane's is in flight, so the new
-  protocol starts at a message boundary, as it would on a new connection.
+  with it: the answers, limits and timeouts are exactly the server's.  A hand-off happens
+  only between requests, when nothing of the lane's is in flight, so the new protocol
+  starts at a message boundary, as on a new connection.
 
-Timers: one per connection, re-armed only when it fires.  A connection must complete
-its first head within ``header_timeout_s`` of its start (the header timeout; a hand-off
-before then keeps that deadline) and is closed after ``keepalive_timeout_s`` idle
-between requests.  Bytes read while a forwarded request is in flight (a client
-pipelining) are kept, reading is paused, and they are served when its answer is
+A request with ``Connection: close`` is served too; the connection ends after its answer.
+
+Timers: one per connection, re-armed only when it fires (or when a deadline comes
+earlier).  A connection must complete its first head within ``header_timeout_s`` of its
+start (a hand-off before then keeps that deadline; a silent connection is counted in
+``mwm_header_timeouts_total``) and is closed after ``keepalive_timeout_s`` idle between
+requests.  Bytes read while a forwarded request is in flight (a client pipelining) are
+kept, reading pauses past 64 KiB of them, and they are served once its answer is
 written; while the client does not read what was written (the transport asks to pause
-writing), nothing more is read either.
+writing), nothing more is served either.
 
 Shutdown (:class:`Lane`, called by :class:`~proxy.connection.HardenedServer`): idle
 connections are closed at once, a connection with a request in flight after its answer;
 the answers in flight get up to the drain timeout, then their tasks are cancelled and
 their connections closed.
 
-Off when the access log is on (its lines are aiohttp's, written by its server) or
+Off when the access log is on (its lines are written by aiohttp's server) and with
 ``MWM_LISTEN__FAST_LANE=false``.
 """
 
@@ -51,11 +54,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import HttpVersion11, web
-from aiohttp.http import HttpRequestParser, RawRequestMessage, StreamWriter
+from aiohttp.http import RawRequestMessage, StreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 
-from proxy.aiohttp_compat import ServerProtocol
+from proxy.aiohttp_compat import ServerProtocol, server_request_parser
 from proxy.metrics import Metrics
 from proxy.pages import RenderedPage
 from proxy.prebuilt import date_line
@@ -71,6 +74,7 @@ _PLAIN_METHODS: Final = frozenset({"GET", "HEAD"})
 _HEAD_END: Final = b"\r\n\r\n"
 _READ_BUFFER: Final = 2**16
 """The parser's buffer size for a body it reads (the lane hands every body off)."""
+_CLOSE: Final = b"Connection: close\r\n"
 _MAX_PENDING: Final = 2**16
 """Bytes kept from a client pipelining behind a request in flight before reading pauses."""
 
@@ -92,6 +96,7 @@ class Lane:
         self.max_head_bytes = limits.max_header_bytes
         self.header_timeout_s = limits.header_timeout_s
         self.keepalive_timeout_s = limits.keepalive_timeout_s
+        self.parser_class = server_request_parser()
         self.parser_options: dict[str, Any] = {
             "max_line_size": limits.max_request_line_bytes,
             "max_field_size": limits.max_header_field_bytes,
@@ -139,7 +144,7 @@ class FastLane(ServerProtocol):
         super().__init__(loop)
         self._event_loop = loop
         self._lane = lane
-        self._request_parser = HttpRequestParser(self, loop, _READ_BUFFER, **lane.parser_options)
+        self._request_parser = lane.parser_class(self, loop, _READ_BUFFER, **lane.parser_options)
         self.task: asyncio.Task[None] | None = None
         """The forwarded request in flight, if any."""
         self._pending: bytes | None = None
@@ -215,7 +220,6 @@ class FastLane(ServerProtocol):
             payload is not EMPTY_PAYLOAD
             or message.method not in _PLAIN_METHODS
             or message.version != HttpVersion11
-            or message.should_close
             or message.upgrade
         ):
             self._hand_off(data)
@@ -227,6 +231,10 @@ class FastLane(ServerProtocol):
             transport = self.transport
             assert transport is not None
             body = b"" if message.method == "HEAD" else answer.body
+            if message.should_close or self._closing:
+                transport.write(b"".join((answer.wire_head, _CLOSE, date_line(), body)))
+                transport.close()
+                return
             transport.write(b"".join((answer.wire_head, date_line(), body)))
             self._answered()
         else:
@@ -269,16 +277,20 @@ class FastLane(ServerProtocol):
         if transport is None or transport.is_closing():
             return
         page = self._lane.error_page(message, 500, "The proxy failed to handle the request.")
-        close = b"Connection: close\r\n"
         body = b"" if message.method == "HEAD" else page.body
-        transport.write(b"".join((page.wire_head, close, date_line(), body)))
+        transport.write(b"".join((page.wire_head, _CLOSE, date_line(), body)))
 
     def _answered(self) -> None:
         """An answer was written and the connection stays: idle from now."""
         self._first = False
-        self._deadline = self._event_loop.time() + self._lane.keepalive_timeout_s
-        if self._timer is None:
-            self._timer = self._event_loop.call_at(self._deadline, self._idle_check)
+        self._deadline = deadline = self._event_loop.time() + self._lane.keepalive_timeout_s
+        timer = self._timer
+        if (
+            timer is None or timer.when() > deadline
+        ):  # (a keep-alive shorter than the header timeout)
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._event_loop.call_at(deadline, self._idle_check)
 
     def _keep(self, data: bytes) -> None:
         pending = self._pending = data if self._pending is None else self._pending + data

@@ -110,14 +110,25 @@ def proxy_settings(upstream_url: str, env: Mapping[str, str] | None = None) -> S
 
 
 @pytest.fixture
-async def start_proxy(upstream: TestServer) -> AsyncIterator[ProxyFactory]:
+def public_server() -> str:
+    """What serves the public listener's requests in ``start_proxy``'s mwm: ``fast-lane``
+    (the default: :mod:`proxy.fastlane`, handing what it does not serve to aiohttp's
+    server) or ``aiohttp-server`` (``MWM_LISTEN__FAST_LANE=false``, as with the access log
+    on).  The promise tests run with both."""
+    return "fast-lane"
+
+
+@pytest.fixture
+async def start_proxy(upstream: TestServer, public_server: str) -> AsyncIterator[ProxyFactory]:
     """Start mwm in this event loop in front of ``upstream``; stopped after the test."""
     from proxy.runtime import Runtime
 
     started: list[tuple[Runtime, asyncio.Task[None]]] = []
     session = aiohttp.ClientSession(auto_decompress=False)
+    server_env = {"MWM_LISTEN__FAST_LANE": "false"} if public_server == "aiohttp-server" else {}
 
     async def start(env: Mapping[str, str] | None = None) -> RunningProxy:
+        env = {**server_env, **(env or {})}
         settings = proxy_settings(str(upstream.make_url("/")).rstrip("/"), env)
         runtime = Runtime(settings)
         task = asyncio.create_task(runtime.run(), name="mwm-under-test")

@@ -151,6 +151,7 @@ TAKEN_AWAY: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "BaseProtocol._drain_helper": lambda mp: mp.delattr(
         base_protocol.BaseProtocol, "_drain_helper"
     ),
+    "web_protocol.HttpRequestParser": lambda mp: mp.delattr(web_protocol, "HttpRequestParser"),
     **{
         f"BaseProtocol.{name}": (lambda mp, name=name: mp.delattr(base_protocol.BaseProtocol, name))  # type: ignore[misc]
         for name in ("_pause_transport_reading", "_resume_transport_reading")

@@ -35,6 +35,7 @@ NON_DEFAULT: JsonObject = {
         "management_host": "127.0.0.2",
         "management_port": 9081,
         "workers": 2,
+        "fast_lane": False,
     },
     "upstream": {
         "url": "http://shop.shop.svc.cluster.local:8000/base",

@@ -31,6 +31,14 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     await server.close()
 
 
+@pytest.fixture(params=["fast-lane", "aiohttp-server"])
+def public_server(request: pytest.FixtureRequest) -> str:
+    """Every promise that starts mwm in the test's loop holds with the fast lane serving
+    what it serves (the default) and with aiohttp's server serving everything (as with
+    the access log on): see ``tests/conftest.py``."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["c-parser", "py-parser"])
 def http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with aiohttp's C request parser (llhttp, the default) and again with its

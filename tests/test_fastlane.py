@@ -1,0 +1,298 @@
+"""The public listener's fast lane (:mod:`proxy.fastlane`): the same answers as aiohttp's
+server, byte for byte, and a connection that moves between the two without a seam.
+
+Every test runs a real mwm (``start_proxy``) in front of a real upstream and speaks raw
+HTTP/1.1 to it, as a client would.  The lane is on by default; ``MWM_LISTEN__FAST_LANE=false``
+is the same proxy with every request going through aiohttp's server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from proxy.public import PublicHandler
+from tests.conftest import ProxyFactory, RunningProxy
+from tests.promises.rawhttp import RawResponse, exchange, parse_responses, request
+
+LANE_OFF = {"MWM_LISTEN__FAST_LANE": "false"}
+BROWSER = [
+    ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("User-Agent", "Mozilla/5.0"),
+]
+
+
+def _comparable(response: RawResponse) -> tuple[object, ...]:
+    """A response without what differs from one second to the next (``Date``)."""
+    headers = tuple((n.lower(), v) for n, v in response.headers if n.lower() != "date")
+    return response.status_line, headers, response.body
+
+
+async def _both(start_proxy: ProxyFactory, env: dict[str, str] | None = None) -> list[RunningProxy]:
+    """The same proxy twice: with the lane, and with aiohttp's server alone."""
+    return [await start_proxy(env), await start_proxy({**(env or {}), **LANE_OFF})]
+
+
+SEQUENCES = {
+    "one GET": [request("GET", "/a?b=c", BROWSER)],
+    "HEAD": [request("HEAD", "/a", BROWSER)],
+    "keep-alive GETs": [
+        request("GET", "/one", BROWSER, close=False),
+        request("GET", "/two?x=%2F", close=False),
+        request("HEAD", "/three"),
+    ],
+    "dot segments and encoded characters": [request("GET", "/a/./b/../c%7E?q=%20", BROWSER)],
+    "routing and forwarding headers from the client": [
+        request(
+            "GET",
+            "/r",
+            [
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("X-Forwarded-Host", "evil.test"),
+                ("Forwarded", "for=1.2.3.4"),
+                ("X-Maintenance-Bypass", "guess"),
+            ],
+        )
+    ],
+    "a GET, then a POST with a body, then a GET (handed off mid-way)": [
+        request("GET", "/before", close=False),
+        request("POST", "/post", body=b"hello", close=False),
+        request("GET", "/after"),
+    ],
+    "an absolute-form target": [request("GET", "http://proxy.test/abs")],
+    "HTTP/1.0": [b"GET /ten HTTP/1.0\r\nHost: proxy.test\r\n\r\n"],
+    "a status path": [request("GET", "/services")],
+    "an invalid path": [request("GET", "/a/%2e%2e/%2e%2e/etc")],
+}
+
+
+@pytest.mark.parametrize("sequence", SEQUENCES.values(), ids=SEQUENCES.keys())
+async def test_the_lane_answers_what_aiohttps_server_answers(
+    start_proxy: ProxyFactory, sequence: list[bytes]
+) -> None:
+    """Each request sequence, on one connection, gets the same bytes (but ``Date``) with the
+    lane as without it: status lines, headers in order, bodies (the upstream's echo of what
+    it was sent included)."""
+    answers = []
+    for proxy in await _both(start_proxy):
+        answers.append(await _exchange_each(proxy.public_port, sequence))
+    with_lane, without = answers
+    assert len(with_lane) == len(sequence)
+    assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
+
+
+async def _exchange_each(port: int, sequence: list[bytes]) -> list[RawResponse]:
+    """Send each request of ``sequence`` once the previous one is answered; read to the end."""
+    heads = [data.startswith(b"HEAD ") for data in sequence]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    try:
+        async with asyncio.timeout(10):
+            for index, data in enumerate(sequence):
+                writer.write(data)
+                await writer.drain()
+                if index < len(sequence) - 1:
+                    while len(_responses(received, heads)) <= index:
+                        received += await reader.read(65536)
+            while chunk := await reader.read(65536):
+                received += chunk
+    finally:
+        writer.close()
+    return _responses(received, heads)
+
+
+def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
+    """The complete responses at the start of ``data``, answers to requests that were
+    ``HEAD`` or not (``heads``): an answer to ``HEAD`` has a length and no body; the others
+    here have a ``Content-Length`` or end with the connection."""
+    responses = []
+    for head in heads:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        status_line, *lines = data[:end].decode("latin-1").split("\r\n")
+        headers = tuple((n.strip(), v.strip()) for n, _, v in (x.partition(":") for x in lines))
+        length = next((int(v) for n, v in headers if n.lower() == "content-length"), None)
+        rest = data[end + 4 :]
+        if head:
+            length = 0
+        elif length is None:
+            length = len(rest)
+        elif len(rest) < length:
+            break
+        status = int(status_line.split(" ", 2)[1])
+        responses.append(RawResponse(status, headers, rest[:length], status_line))
+        data = rest[length:]
+    return responses
+
+
+PAGE_SEQUENCES = {
+    "HTML": [request("GET", "/shop", BROWSER)],
+    "JSON": [request("GET", "/api", [("Accept", "application/json")])],
+    "HEAD": [request("HEAD", "/shop", BROWSER)],
+    "keep-alive": [request("GET", "/a", close=False), request("GET", "/b", BROWSER)],
+    "German": [request("GET", "/", [("Accept-Language", "de")])],
+    "a wrong bypass token": [request("GET", "/shop", [("X-Maintenance-Bypass", "wrong")])],
+    "a bypass path, then the page (a bypass is handed off)": [
+        request("GET", "/admin/users", close=False),
+        request("GET", "/shop"),
+    ],
+}
+
+
+@pytest.mark.parametrize("sequence", PAGE_SEQUENCES.values(), ids=PAGE_SEQUENCES.keys())
+async def test_the_page_is_the_same_with_and_without_the_lane(
+    start_proxy: ProxyFactory, sequence: list[bytes]
+) -> None:
+    answers = []
+    for proxy in await _both(start_proxy):
+        await proxy.switch(enabled=True, reason="Database upgrade")
+        await proxy.wait_for(lambda state: state.maintenance.active)
+        answers.append(await _exchange_each(proxy.public_port, sequence))
+    with_lane, without = answers
+    assert with_lane[-1].status == 503
+    assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
+
+
+async def test_pipelined_requests_are_answered_in_order(start_proxy: ProxyFactory) -> None:
+    """Two requests in one write (handed to aiohttp's server), then more on the same
+    connection."""
+    proxy = await start_proxy()
+    responses = await exchange(
+        proxy.public_port,
+        request("GET", "/first", close=False)
+        + request("GET", "/second", close=False)
+        + request("GET", "/third"),
+    )
+    assert [r.json()["path"] for r in responses] == ["/first", "/second", "/third"]
+
+
+async def test_a_request_sent_while_one_is_in_flight_is_answered_after_it(
+    start_proxy: ProxyFactory,
+) -> None:
+    """A client that sends its next request before the answer to the first (the second
+    arrives while the first is being forwarded) gets both answers, in order."""
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    try:
+        for path in ("/one", "/two", "/three"):
+            writer.write(request("GET", path, close=path == "/three"))
+            await writer.drain()
+        async with asyncio.timeout(10):
+            received = await reader.read()
+    finally:
+        writer.close()
+    assert [r.json()["path"] for r in parse_responses(received)] == ["/one", "/two", "/three"]
+
+
+async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy({"MWM_LIMITS__KEEPALIVE_TIMEOUT_S": "0.2"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    try:
+        writer.write(request("GET", "/kept", close=False))
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            rest = await reader.read()  # everything until the proxy closes
+    finally:
+        writer.close()
+    [response] = parse_responses(head + rest)
+    assert response.json()["path"] == "/kept"
+
+
+async def test_a_silent_connection_is_closed_at_the_header_timeout_and_counted(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy({"MWM_LIMITS__HEADER_TIMEOUT_S": "0.2"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    try:
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed without an answer
+    finally:
+        writer.close()
+    async with proxy.session.get(f"{proxy.management_url}/metrics") as response:
+        metrics = await response.text()
+    assert "mwm_header_timeouts_total 1.0" in metrics
+
+
+@pytest.fixture
+async def held_upstream_proxy(
+    start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RunningProxy, asyncio.Event, asyncio.Event]:
+    """A proxy whose forwards wait, once started, until ``release`` is set; ``started`` is
+    set when one is waiting."""
+    started, release = asyncio.Event(), asyncio.Event()
+    forward = PublicHandler.forward
+
+    async def held(self: PublicHandler, *args: object, **kwargs: object) -> object:
+        started.set()
+        await release.wait()
+        return await forward(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PublicHandler, "forward", held)
+    return await start_proxy(), started, release
+
+
+async def test_shutdown_lets_a_forward_in_flight_finish(
+    held_upstream_proxy: tuple[RunningProxy, asyncio.Event, asyncio.Event],
+) -> None:
+    proxy, started, release = held_upstream_proxy
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    try:
+        writer.write(request("GET", "/in-flight", close=False))
+        async with asyncio.timeout(10):
+            await started.wait()
+            proxy.runtime.request_stop()
+            assert await idle_reader.read() == b""  # an idle connection: closed at once
+            release.set()
+            received = await reader.read()  # the answer, then the close
+    finally:
+        writer.close()
+        idle_writer.close()
+    [response] = parse_responses(received)
+    assert response.status == 200
+    assert response.json()["path"] == "/in-flight"
+
+
+async def test_a_failure_inside_the_proxy_is_a_500_page_and_the_connection_ends(
+    start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: PublicHandler, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(PublicHandler, "forward", broken)
+    proxy = await start_proxy()
+    with caplog.at_level(logging.ERROR, logger="proxy.fastlane"):
+        [response] = await exchange(proxy.public_port, request("GET", "/x", BROWSER, close=False))
+    assert response.status == 500
+    assert response.header("Connection") == "close"
+    assert b"a bug" not in response.body
+    assert b"<html" in response.body.lower()
+    assert "error while forwarding a request" in caplog.text
+
+
+async def test_the_lane_reads_requests_with_the_parser_aiohttps_server_uses(
+    start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the pure-Python parser in aiohttp's server (as where the C extension is
+    missing), the lane parses with it too: both read a request the same way."""
+    from aiohttp import http_parser, web_protocol
+
+    monkeypatch.setattr(web_protocol, "HttpRequestParser", http_parser.HttpRequestParserPy)
+    created: list[object] = []
+    original = http_parser.HttpRequestParserPy.__init__
+
+    def counting(self: object, *args: object, **kwargs: object) -> None:
+        created.append(self)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(http_parser.HttpRequestParserPy, "__init__", counting)
+    proxy = await start_proxy()
+    [response] = await exchange(proxy.public_port, request("GET", "/py"))
+    assert response.json()["path"] == "/py"
+    assert created  # the lane's connection made one
