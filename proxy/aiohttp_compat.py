@@ -30,9 +30,10 @@ The internals, written against aiohttp 3.14.x (:data:`SUPPORTED`):
   (:func:`response_written`): :mod:`proxy.prebuilt`'s one-write answers;
 - ``ClientSession._retry_connection`` (:func:`disable_connection_retry`): no resend of a
   websocket handshake;
-- ``client_proto.ResponseHandler`` (:data:`UpstreamProtocol`), aiohttp's client connection
+- ``client_proto.ResponseHandler`` (:class:`UpstreamProtocol`), aiohttp's client connection
   protocol, driven without a ``ClientSession`` (``set_response_params``, ``start_timeout``,
-  ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``), and
+  ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``; its
+  ``data_received`` queueing each answer through ``feed_data``), and
   ``BaseProtocol._drain_helper`` (:func:`drain`): :mod:`proxy.upstreampool`'s connections;
 - ``base_protocol.BaseProtocol`` with ``_pause_transport_reading`` and
   ``_resume_transport_reading`` (:class:`ServerProtocol`), and the server's parser class
@@ -66,7 +67,7 @@ from aiohttp.web_log import AccessLogger
 if TYPE_CHECKING:
     from collections import deque
 
-    from aiohttp.http_parser import RawRequestMessage
+    from aiohttp.http_parser import RawRequestMessage, RawResponseMessage
     from aiohttp.streams import StreamReader
     from aiohttp.web_protocol import _ErrInfo as ParserRefusal
 
@@ -273,13 +274,30 @@ def disable_connection_retry(session: aiohttp.ClientSession) -> None:
 
 # --- The upstream connections (proxy.upstreampool) --------------------------------------
 
-UpstreamProtocol = client_proto.ResponseHandler
-"""aiohttp's client connection protocol (``aiohttp.client_proto.ResponseHandler``, 3.x): it
-parses answers with ``aiohttp.http.HttpResponseParser`` (looked up when
-``set_response_params`` makes the parser for an exchange), keeps the read timeout
-(``start_timeout``, re-armed by each read), pauses reading when a body's buffer is full,
-and queues ``(message, payload)`` for ``read()``; a broken connection raises the
-exceptions a ``ClientSession`` raises."""
+
+class UpstreamProtocol(client_proto.ResponseHandler):
+    """aiohttp's client connection protocol (``aiohttp.client_proto.ResponseHandler``, 3.x): it
+    parses answers with ``aiohttp.http.HttpResponseParser`` (looked up when
+    ``set_response_params`` makes the parser for an exchange), keeps the read timeout
+    (``start_timeout``, re-armed by each read), pauses reading when a body's buffer is full,
+    and queues ``(message, payload)`` for ``read()``; a broken connection raises the
+    exceptions a ``ClientSession`` raises.
+
+    :meth:`answer_parsed` sees each answer as the parser completes its head, before it is
+    queued, and may take it instead: ``ResponseHandler.data_received`` hands every parsed
+    ``(message, payload)`` to ``self.feed_data`` (``DataQueue``'s), overridden here.  So an
+    answer can be used from ``data_received`` itself, without a task waiting in ``read()``."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
+        if not self.answer_parsed(*data):
+            super().feed_data(data, size)
+
+    def answer_parsed(self, message: RawResponseMessage, payload: StreamReader) -> bool:
+        """Whether this answer was taken (else it is queued for ``read()``)."""
+        return False
+
 
 _RESPONSE_PARAMETERS: Final = ("skip_payload", "read_until_eof", "auto_decompress", "read_timeout")
 _PROTOCOL_METHODS: Final = (
@@ -480,6 +498,10 @@ INTERNALS: Final[tuple[Internal, ...]] = (
     ),
     Internal("AccessLogger._format_line", lambda: _reads(AccessLogger.log, "_format_line")),
     Internal("client_proto.ResponseHandler", _upstream_protocol),
+    Internal(
+        "ResponseHandler.data_received queueing answers with feed_data",
+        lambda: _reads(client_proto.ResponseHandler.data_received, "feed_data"),
+    ),
     Internal(
         "BaseProtocol._drain_helper",
         lambda: callable(getattr(base_protocol.BaseProtocol, "_drain_helper", None)),

@@ -49,8 +49,9 @@ Off when the access log is on (its lines are written by aiohttp's server) and wi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import HttpVersion11, web
@@ -66,6 +67,7 @@ from proxy.settings import LimitSettings
 
 if TYPE_CHECKING:
     from proxy.connection import HardenedConnection
+    from proxy.forwarding import Forwarder
     from proxy.public import Forward, PublicHandler
 
 log = logging.getLogger(__name__)
@@ -85,12 +87,14 @@ class Lane:
     def __init__(
         self,
         handler: PublicHandler,
+        forwarder: Forwarder,
         *,
         limits: LimitSettings,
         metrics: Metrics,
         error_page: Callable[[RawRequestMessage, int, str], RenderedPage],
     ) -> None:
         self.handler = handler
+        self.forwarder = forwarder
         self.metrics = metrics
         self.error_page = error_page
         self.max_head_bytes = limits.max_header_bytes
@@ -114,9 +118,9 @@ class Lane:
 
     async def shutdown(self, drain_s: float | None) -> None:
         """Wait up to ``drain_s`` for the answers in flight, then cut what is left."""
-        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=drain_s)
+        waits = [c.finished() for c in self.connections if c.busy]
+        if waits:
+            await asyncio.wait(waits, timeout=drain_s)
         for connection in list(self.connections):
             connection.abort()
 
@@ -128,12 +132,16 @@ class FastLane(ServerProtocol):
         "_closing",
         "_deadline",
         "_event_loop",
+        "_finished",
         "_first",
         "_lane",
+        "_message",
         "_pending",
         "_remote",
         "_request_parser",
+        "_scheme",
         "_timer",
+        "busy",
         "peername",
         "sockname",
         "ssl_context",
@@ -145,8 +153,14 @@ class FastLane(ServerProtocol):
         self._event_loop = loop
         self._lane = lane
         self._request_parser = lane.parser_class(self, loop, _READ_BUFFER, **lane.parser_options)
+        self.busy = False
+        """A request is being answered (forwarded: see :meth:`_forward`)."""
         self.task: asyncio.Task[None] | None = None
-        """The forwarded request in flight, if any."""
+        """The task answering it, when it needs one."""
+        self._message: RawRequestMessage | None = None
+        """The request being forwarded."""
+        self._finished: asyncio.Future[None] | None = None
+        """Set when the answer in flight is done (made for a shutdown waiting for it)."""
         self._pending: bytes | None = None
         """Bytes read while a request was in flight or writing was paused."""
         self._closing = False
@@ -161,6 +175,7 @@ class FastLane(ServerProtocol):
         self.ssl_context: Any = None
         self._remote: str | None = None
         """The client's address as ``request.remote`` says it."""
+        self._scheme = "http"
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -169,6 +184,8 @@ class FastLane(ServerProtocol):
         self.peername = peer = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
         self.ssl_context = transport.get_extra_info("sslcontext")
+        if self.ssl_context is not None:
+            self._scheme = "https"
         if peer is not None:
             self._remote = str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
         lane = self._lane
@@ -177,7 +194,7 @@ class FastLane(ServerProtocol):
         self._timer = self._event_loop.call_at(deadline, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
-        if self.task is not None or self.writing_paused or self._pending is not None:
+        if self.busy or self.writing_paused or self._pending is not None:
             self._keep(data)
             return
         self._serve(data)
@@ -197,7 +214,7 @@ class FastLane(ServerProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.task is None:
+        if not self.busy:
             self._serve_pending()
 
     # --- serving ------------------------------------------------------------------
@@ -238,23 +255,58 @@ class FastLane(ServerProtocol):
             transport.write(b"".join((answer.wire_head, date_line(), body)))
             self._answered()
         else:
-            self.task = self._event_loop.create_task(self._forward(answer), name="fast lane")
+            self._forward(answer)
 
-    async def _forward(self, forward: Forward) -> None:
-        """Forward one request and write the answer, as aiohttp's server would."""
-        lane = self._lane
+    def _forward(self, forward: Forward) -> None:
+        """Forward a request: without a task when the forwarder can (an idle pooled
+        connection, a free slot), else from one, through :meth:`Forwarder.forward`."""
+        self.busy = True
+        self._message = forward.message
+        if not self._lane.forwarder.forward_now(
+            self,
+            forward.message,
+            path=forward.path,
+            remote=self._remote,
+            scheme=self._scheme,
+            extra_headers=forward.announce,
+        ):
+            self.quick_continue(functools.partial(self._lane.handler.forward, forward=forward))
+
+    # --- the forwarder's QuickClient ------------------------------------------------
+
+    def quick_answer(self, data: bytes, *, close: bool) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+        self._done(keep=not close)
+
+    def quick_continue(
+        self, respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+    ) -> None:
+        self.task = self._event_loop.create_task(self._respond(respond), name="fast lane")
+
+    def quick_abandoned(self) -> None:
+        self._done(keep=False)
+
+    async def _respond(
+        self, respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+    ) -> None:
+        """Answer with ``respond``'s response to an aiohttp request for the request being
+        forwarded, written as aiohttp's server writes it."""
         loop = self._event_loop
         task = self.task  # set before this coroutine's first step (current_task() would
-        assert task is not None  # cost a getpid() per call on Python 3.11)
+        message = self._message  # cost a getpid() per call on Python 3.11)
+        assert task is not None
+        assert message is not None
         keep = False
         try:
             # aiohttp's request reads its protocol's transport and the attributes above
             # (and hands the protocol to who asks: see force_close).
             protocol = cast(web.RequestHandler, self)
             request = web.BaseRequest(
-                forward.message, EMPTY_PAYLOAD, protocol, StreamWriter(self, loop), task, loop
+                message, EMPTY_PAYLOAD, protocol, StreamWriter(self, loop), task, loop
             )
-            response = await lane.handler.forward(request, forward)
+            response = await respond(request)
             await response.prepare(request)
             await response.write_eof()
             keep = bool(response.keep_alive)
@@ -262,14 +314,34 @@ class FastLane(ServerProtocol):
             pass  # the client left (or its slot was taken back): nothing to answer
         except Exception:
             log.exception("error while forwarding a request")
-            self._write_error(forward.message)
+            self._write_error(message)
         finally:
             self.task = None
-            if keep and not self._closing and self.transport is not None:
-                self._answered()
-                self._serve_pending()
-            else:
-                self._close_transport()
+            self._done(keep=keep)
+
+    def _done(self, *, keep: bool) -> None:
+        """The answer in flight is written (or will never be): idle again, or closed."""
+        self.busy = False
+        self._message = None
+        finished = self._finished
+        if finished is not None:
+            self._finished = None
+            if not finished.done():
+                finished.set_result(None)
+        if keep and not self._closing and self.transport is not None:
+            self._answered()
+            self._serve_pending()
+        else:
+            self._close_transport()
+
+    def finished(self) -> asyncio.Future[None]:
+        """Done when the answer in flight is (for a shutdown waiting for it)."""
+        finished = self._finished
+        if finished is None:
+            finished = self._finished = self._event_loop.create_future()
+            if not self.busy:
+                finished.set_result(None)
+        return finished
 
     def _write_error(self, message: RawRequestMessage) -> None:
         """A 500 page, then the connection ends (what aiohttp's server does)."""
@@ -327,7 +399,7 @@ class FastLane(ServerProtocol):
         self._timer = None
         if self.transport is None:
             return
-        if self.task is not None:  # busy: the answer re-arms it
+        if self.busy:  # the answer re-arms it
             return
         now = self._event_loop.time()
         if now < self._deadline:
@@ -351,7 +423,7 @@ class FastLane(ServerProtocol):
     def close(self) -> None:
         """End the connection: now when idle, else once the answer in flight is written."""
         self._closing = True
-        if self.task is None:
+        if not self.busy:
             self._close_transport()
 
     def force_close(self) -> None:

@@ -82,15 +82,20 @@ so the race stays rare.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from ipaddress import IPv6Network
 from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp import HttpVersion11, WSMsgType, web
+from aiohttp.http import RawRequestMessage, RawResponseMessage
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
+from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -104,9 +109,18 @@ from proxy.hopbyhop import (
     strip_hop_by_hop,
 )
 from proxy.pages import SERVER, status_phrase
-from proxy.prebuilt import PrebuiltResponse, fits
+from proxy.prebuilt import PrebuiltResponse, date_line, fits
 from proxy.settings import UpstreamSettings
-from proxy.upstreampool import ConnectFailed, InvalidResponse, UpstreamPool, UpstreamResponse
+from proxy.upstreampool import (
+    ConnectFailed,
+    Connection,
+    InvalidResponse,
+    UpstreamPool,
+    UpstreamResponse,
+    framing_problem,
+)
+
+log = logging.getLogger(__name__)
 
 ErrorResponder = Callable[[web.BaseRequest, int, str], web.StreamResponse]
 """Builds the page for a failed forward: ``(request, status, reason) -> response``, with
@@ -155,6 +169,7 @@ _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SERVER_LINE: Final = f"Server: {SERVER}\r\n".encode()
+_CLOSE: Final = b"Connection: close\r\n"
 _NOTHING: Final[frozenset[bytes]] = frozenset()
 
 _CLIENT_GONE: Final = 499
@@ -239,11 +254,11 @@ class Forwarder:
         # The pool's limit is kept here rather than by aiohttp's connector, so that waiting
         # for a free connection has a bound of its own (aiohttp counts it in the connect
         # timeout, and its error cannot tell a saturated pool from an unreachable app).
-        self._slots = asyncio.Semaphore(settings.pool_size) if settings.pool_size else None
+        self._slots = _Slots(settings.pool_size) if settings.pool_size else None
         # Requests holding one of the pool's slots, and (with a per-client cap) every request
         # holding or waiting for one, by client: whose slots to take back from clients gone.
         # Keyed by id(): a request is a mapping, so not hashable.
-        self._holding: dict[int, web.BaseRequest] = {}
+        self._holding: dict[int, web.BaseRequest | _Exchange] = {}
         self._max_per_client = settings.max_per_client  # 0: no cap
         self._clients: dict[Hashable, dict[int, web.BaseRequest]] = {}
         self._retry_after = str(max(1, math.ceil(settings.pool_timeout_s)))
@@ -355,26 +370,230 @@ class Forwarder:
         if busy is not None:
             return busy
         try:
-            try:
-                upstream = await pool.request(
-                    request.method,
-                    target,
-                    headers,
-                    body,
-                    resend=body is None and request.method in _RESENDABLE_METHODS,
-                )
-            except TimeoutError as exc:
-                return self._on_error(request, 504, self._timeout_reason(exc))
-            except aiohttp.ClientError as exc:
-                return self._failed(request, exc)
-            try:
-                return await self._relay_response(
-                    request, upstream, private=private, extra_headers=extra_headers
-                )
-            finally:
-                upstream.release()
+            return await self._exchange(
+                request,
+                target,
+                headers,
+                body,
+                resend=body is None and request.method in _RESENDABLE_METHODS,
+                private=private,
+                extra_headers=extra_headers,
+            )
         finally:
             self._give_slot(request, client)
+
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: aiohttp.StreamReader | AsyncIterator[bytes] | None,
+        *,
+        resend: bool,
+        fresh: bool = False,
+        private: bool = False,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> web.StreamResponse:
+        """Send the request on the pool and relay the answer (an error page on failure)."""
+        pool = self._pool
+        assert pool is not None, "Forwarder.start() was not awaited"
+        try:
+            upstream = await pool.request(
+                request.method, target, headers, body, resend=resend, fresh=fresh
+            )
+        except TimeoutError as exc:
+            return self._on_error(request, 504, self._timeout_reason(exc))
+        except aiohttp.ClientError as exc:
+            return self._failed(request, exc)
+        try:
+            return await self._relay_response(
+                request, upstream, private=private, extra_headers=extra_headers
+            )
+        finally:
+            upstream.release()
+
+    def forward_now(
+        self,
+        client: QuickClient,
+        message: RawRequestMessage,
+        *,
+        path: str,
+        remote: str | None,
+        scheme: str,
+        extra_headers: tuple[tuple[str, str], ...],
+    ) -> bool:
+        """Begin forwarding a plain request (an HTTP/1.1 ``GET`` or ``HEAD`` without a body
+        or ``Upgrade``, from :mod:`proxy.fastlane`) without a task: sent at once on an idle
+        pooled connection, its answer written from that connection's ``data_received``
+        when it is whole, small and relayable as it is (:func:`_prebuilt`), else relayed
+        by :meth:`_relay_response` from a task ``client`` starts with an aiohttp request
+        (streamed bodies, ``204``/``304``, failures and their error pages, the resend).
+        The same bytes reach the upstream and the client as through :meth:`forward`.
+
+        False, having done nothing, when that cannot begin at once: every slot of the pool
+        taken, a per-client cap (its bookkeeping is :meth:`forward`'s), or no idle
+        connection; then :meth:`forward` serves the request."""
+        if self._max_per_client:
+            return False
+        slots = self._slots
+        if slots is not None and slots.locked():
+            return False
+        pool = self._pool
+        assert pool is not None, "Forwarder.start() was not awaited"
+        raw_path = message.path
+        query_at = raw_path.find("?")
+        target = path if query_at < 0 else path + raw_path[query_at:]
+        headers = self._headers_for(message.headers, remote, scheme, self._request_drop)
+        exchange = _Exchange(self, client, message, target, headers, extra_headers)
+        connection = pool.send_now(message.method, target, headers, exchange)
+        if connection is None:
+            return False
+        exchange.connection = connection
+        if slots is not None:
+            slots.take_free()
+            self._holding[id(exchange)] = exchange
+        return True
+
+    def quick_answered(
+        self,
+        exchange: _Exchange,
+        connection: Connection,
+        message: RawResponseMessage,
+        payload: aiohttp.StreamReader,
+    ) -> None:
+        """The answer to a quick exchange: written at once when it is whole, small and
+        relayable as it is (the path :meth:`_relay_response` takes with
+        :func:`_prebuilt`), else relayed from a task."""
+        pool = self._pool
+        assert pool is not None
+        problem = framing_problem(message)
+        if problem is not None:
+            pool.drop(connection)
+            self._quick_continue(
+                exchange, functools.partial(self._answer_failure, exc=InvalidResponse(problem))
+            )
+            return
+        request = exchange.message
+        length = message.headers.get("Content-Length")
+        if (
+            (payload is EMPTY_PAYLOAD or payload.is_eof())
+            and (
+                (length is not None and int(length) <= BUFFERED_BODY_MAX_BYTES)
+                or request.method == "HEAD"
+            )
+            and payload.exception() is None
+        ):
+            body = payload.read_nowait()
+            built = _prebuilt(
+                message.code, message.reason, message.raw_headers, body, exchange.extra
+            )
+            if built is not None:
+                head, dated = built
+                pool.give_back(connection)
+                self._slot_passes(exchange, None)
+                close = request.should_close
+                exchange.client.quick_answer(
+                    b"".join(
+                        (
+                            head,
+                            _CLOSE if close else b"",
+                            b"\r\n" if dated else date_line(),
+                            b"" if request.method == "HEAD" else body,
+                        )
+                    ),
+                    close=close,
+                )
+                return
+        upstream = UpstreamResponse(pool, connection, message, payload, None)
+        self._quick_continue(
+            exchange, functools.partial(self._relay_taken, upstream, exchange.extra)
+        )
+
+    def quick_failed(self, exchange: _Exchange, connection: Connection, exc: BaseException) -> None:
+        """A quick exchange failed before its answer: sent once more when its connection
+        broke (the keep-alive race; ``GET`` and ``HEAD`` are idempotent and bodiless), as
+        :meth:`forward` would, else its error page."""
+        pool = self._pool
+        assert pool is not None
+        pool.drop(connection)
+        respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+        if isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError):
+            respond = functools.partial(
+                self._exchange,
+                target=exchange.target,
+                headers=exchange.headers,
+                body=None,
+                resend=False,
+                fresh=True,
+                extra_headers=exchange.extra,
+            )
+        else:
+            respond = functools.partial(self._answer_failure, exc=exc)
+        self._quick_continue(exchange, respond)
+
+    def quick_abandoned(self, exchange: _Exchange, connection: Connection) -> None:
+        """A quick exchange whose client has gone gives its connection and slot up."""
+        assert self._pool is not None
+        self._pool.drop(connection)
+        if id(exchange) in self._holding:
+            self._slot_passes(exchange, None)
+        exchange.client.quick_abandoned()
+
+    def _quick_continue(
+        self,
+        exchange: _Exchange,
+        respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> None:
+        """Go on from a task, with an aiohttp request, which holds the slot from then on
+        (nothing to go on with when the client has gone)."""
+        if exchange.client.transport is None:
+            self._slot_passes(exchange, None)
+            exchange.client.quick_abandoned()
+            return
+
+        async def run(request: web.BaseRequest) -> web.StreamResponse:
+            self._slot_passes(exchange, request)
+            try:
+                return await respond(request)
+            finally:
+                self._give_slot(request, _UNCAPPED)
+
+        exchange.client.quick_continue(run)
+
+    async def _relay_taken(
+        self,
+        upstream: UpstreamResponse,
+        extra_headers: tuple[tuple[str, str], ...],
+        request: web.BaseRequest,
+    ) -> web.StreamResponse:
+        try:
+            return await self._relay_response(
+                request, upstream, private=False, extra_headers=extra_headers
+            )
+        finally:
+            upstream.release()
+
+    def _slot_passes(self, exchange: _Exchange, request: web.BaseRequest | None) -> None:
+        """``exchange``'s slot is held by ``request`` from now on (None: given back)."""
+        if self._slots is None:
+            return
+        del self._holding[id(exchange)]
+        if request is None:
+            self._slots.release()
+        else:
+            self._holding[id(request)] = request
+
+    async def _answer_failure(
+        self, request: web.BaseRequest, exc: BaseException
+    ) -> web.StreamResponse:
+        """The error page for a quick exchange that failed without a resend."""
+        if isinstance(exc, TimeoutError):
+            return self._on_error(request, 504, self._timeout_reason(exc))
+        if isinstance(exc, HttpProcessingError):
+            return self._failed(request, InvalidResponse("the upstream's answer is not valid HTTP"))
+        if isinstance(exc, aiohttp.ClientError):
+            return self._failed(request, exc)
+        raise exc
 
     async def _take_slot(
         self, request: web.BaseRequest
@@ -475,23 +694,31 @@ class Forwarder:
         """The request's headers as they go to the upstream: without hop-by-hop ones, the
         proxy's own and forged forwarding ones, with the ``X-Forwarded`` trio appended (the
         client's are dropped or, from a trusted hop, rewritten here)."""
-        incoming = request.headers
+        return self._headers_for(request.headers, request.remote, request.scheme, drop)
+
+    def _headers_for(
+        self,
+        incoming: CIMultiDictProxy[str],
+        remote: str | None,
+        scheme: str,
+        drop: frozenset[str],
+    ) -> list[tuple[str, str]]:
         headers = strip_hop_by_hop(incoming.items(), drop=drop)
         if self._private_cookie is not None and "Cookie" in incoming:
             headers = _without_cookie(headers, self._private_cookie)
         host = incoming.get("Host")
         if self._trusted_hops:
             forwarded_for = forwarded_for_header(
-                request.remote,
+                remote,
                 incoming.getall("X-Forwarded-For", ()),
                 trusted_hops=self._trusted_hops,
             )
-            proto = _last_value(incoming, "X-Forwarded-Proto") or request.scheme
+            proto = _last_value(incoming, "X-Forwarded-Proto") or scheme
             forwarded_host = _last_value(incoming, "X-Forwarded-Host") or host
         else:
             # What forwarded_for_header answers for zero trusted hops, without a call.
-            forwarded_for = request.remote or ""
-            proto = request.scheme
+            forwarded_for = remote or ""
+            proto = scheme
             forwarded_host = host
         if forwarded_for:
             headers.append(("X-Forwarded-For", forwarded_for))
@@ -519,9 +746,14 @@ class Forwarder:
             except aiohttp.ClientError as exc:
                 return self._failed(request, exc)
             if not private and fits(request):
-                prebuilt = _prebuilt(upstream, body, extra_headers)
-                if prebuilt is not None:
-                    return prebuilt
+                built = _prebuilt(
+                    upstream.status, upstream.reason, upstream.raw_headers, body, extra_headers
+                )
+                if built is not None:
+                    head, dated = built
+                    return PrebuiltResponse(
+                        status=upstream.status, head=head, body=body, dated=dated
+                    )
             whole = web.Response(
                 status=upstream.status,
                 reason=upstream.reason,
@@ -750,6 +982,93 @@ class _WebSocketRelay:
             return
 
 
+class _Slots(asyncio.Semaphore):
+    """The pool's slots: an asyncio semaphore whose free slot can also be taken without
+    awaiting (:mod:`proxy.fastlane`'s quick exchanges have no task to await in)."""
+
+    def take_free(self) -> None:
+        """Take a slot, which must be free (``not locked()``): what ``acquire()`` does
+        without suspending when one is (its counter, ``_value``, is the semaphore's)."""
+        assert not self.locked()
+        self._value -= 1
+
+
+class QuickClient(Protocol):
+    """The client side of a quick exchange (:meth:`Forwarder.forward_now`): the fast
+    lane's connection."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """None once the client has gone."""
+
+    def quick_answer(self, data: bytes, *, close: bool) -> None:
+        """Write ``data``, the whole answer; then end the connection when ``close``."""
+
+    def quick_continue(
+        self, respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+    ) -> None:
+        """Answer with what ``respond`` returns for an aiohttp request, from a task."""
+
+    def quick_abandoned(self) -> None:
+        """The exchange ended without an answer (its client has gone)."""
+
+
+class _Exchange:
+    """One plain request forwarded by :meth:`Forwarder.forward_now`: what it was, and the
+    pooled connection's :class:`~proxy.upstreampool.AnswerListener`, which hands the
+    answer or the failure to the forwarder."""
+
+    __slots__ = ("client", "connection", "extra", "forwarder", "headers", "message", "target")
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        client: QuickClient,
+        message: RawRequestMessage,
+        target: str,
+        headers: list[tuple[str, str]],
+        extra: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.forwarder = forwarder
+        self.client = client
+        self.message = message
+        self.target = target
+        self.headers = headers
+        self.extra = extra
+        self.connection: Connection | None = None
+        """The pooled connection while the answer is awaited."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The client's (None once it has gone): what :func:`_reclaim` looks at."""
+        return self.client.transport
+
+    def answered(
+        self, connection: Connection, message: RawResponseMessage, payload: aiohttp.StreamReader
+    ) -> None:
+        self.connection = None
+        try:
+            self.forwarder.quick_answered(self, connection, message, payload)
+        except Exception:
+            # A bug here must not reach the upstream connection's data_received (asyncio
+            # would close it and the client would wait for nothing): the client's
+            # connection ends, as after a failure mid-answer.
+            log.exception("error while relaying an answer")
+            self.forwarder.quick_abandoned(self, connection)
+
+    def failed(self, connection: Connection, exc: BaseException) -> None:
+        self.connection = None
+        self.forwarder.quick_failed(self, connection, exc)
+
+    def abandon(self) -> None:
+        """Its client has gone and its slot is wanted: stop waiting for the answer."""
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            connection.listener = None
+            self.forwarder.quick_abandoned(self, connection)
+
+
 class BodyTooLarge(Exception):
     """A chunked request body grew past ``max_body_bytes`` while being forwarded."""
 
@@ -936,17 +1255,23 @@ class _SendWatch:
         self._handle = self._loop.call_at(start + self._timeout_s, self._check)
 
 
-def _reclaim(requests: Iterable[web.BaseRequest]) -> int:
+def _reclaim(requests: Iterable[web.BaseRequest | _Exchange]) -> int:
     """Cancel the handling of each of ``requests`` whose client has gone (what aiohttp's
     ``handler_cancellation`` does on the disconnect), so its slot comes free; return how
     many have gone."""
     gone = 0
+    abandoned = []
     for request in requests:
         if request.transport is None:
             gone += 1
+            if isinstance(request, _Exchange):
+                abandoned.append(request)  # (it leaves the collection being iterated)
+                continue
             task = request.task
             if not task.done() and not task.cancelling():
                 task.cancel()
+    for exchange in abandoned:
+        exchange.abandon()
     return gone
 
 
@@ -1004,19 +1329,22 @@ def _relayed_headers(
 
 
 def _prebuilt(
-    upstream: UpstreamResponse, body: bytes, extra: tuple[tuple[str, str], ...]
-) -> PrebuiltResponse | None:
-    """The upstream's answer as one write, its head copied from the bytes the upstream
-    sent (what :func:`_relayed_headers` keeps, without decoding and encoding them again:
-    about a third of the cost); None when aiohttp must frame it (no ``Content-Length`` to
-    pass on, a status whose framing rules differ), when a ``Connection`` header names
-    other fields to drop (rare: the general path handles it) or when a field would not
-    serialize cleanly."""
-    status = upstream.status
+    status: int,
+    reason_phrase: str,
+    raw_headers: tuple[tuple[bytes, bytes], ...],
+    body: bytes,
+    extra: tuple[tuple[str, str], ...],
+) -> tuple[bytes, bool] | None:
+    """The head of the upstream's answer for a one-write relay, copied from the bytes the
+    upstream sent (what :func:`_relayed_headers` keeps, without decoding and encoding
+    them again: about a third of the cost), and whether it has its own ``Date``; None
+    when aiohttp must frame it (no ``Content-Length`` to pass on, a status whose framing
+    rules differ), when a ``Connection`` header names other fields to drop (rare: the
+    general path handles it) or when a field would not serialize cleanly."""
     if status < 200 or status in (204, 304):
         return None
     try:
-        reason = (upstream.reason or status_phrase(status)).encode("utf-8", "surrogateescape")
+        reason = (reason_phrase or status_phrase(status)).encode("utf-8", "surrogateescape")
         extra_lines = [f"{name}: {value}\r\n".encode() for name, value in extra]
     except UnicodeEncodeError:
         return None
@@ -1024,7 +1352,7 @@ def _prebuilt(
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     append = parts.append
     server = dated = framed = False
-    for name, value in upstream.raw_headers:
+    for name, value in raw_headers:
         lower = name.lower()
         if lower in HOP_BY_HOP_RAW:
             if lower == b"connection" and not CONNECTION_OPTIONS_RAW.issuperset(
@@ -1049,7 +1377,7 @@ def _prebuilt(
     head = b"".join(parts)
     if head.count(b"\n") != len(parts):
         return None  # a line break inside a name or value: never relay it as is
-    return PrebuiltResponse(status=status, head=head, body=body, dated=dated)
+    return head, dated
 
 
 def _with_headers(

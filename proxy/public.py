@@ -595,7 +595,11 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
             )
 
         lane = Lane(
-            handler, limits=settings.limits, metrics=services.metrics, error_page=error_page
+            handler,
+            services.forwarder,
+            limits=settings.limits,
+            metrics=services.metrics,
+            error_page=error_page,
         )
     return HardenedServer(
         handler.handle,

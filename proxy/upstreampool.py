@@ -45,7 +45,7 @@ import base64
 import re
 import ssl
 from collections.abc import AsyncIterable, Iterable
-from typing import Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp.http import RawResponseMessage
@@ -82,7 +82,22 @@ class InvalidResponse(aiohttp.ClientError):
     """The upstream's answer is not valid HTTP (garbage, a broken head, a bad framing)."""
 
 
-class _Connection(UpstreamProtocol):
+class AnswerListener(Protocol):
+    """Takes the answer to a request sent with :meth:`UpstreamPool.send_now`."""
+
+    def answered(
+        self, connection: Connection, message: RawResponseMessage, payload: StreamReader
+    ) -> None:
+        """The answer's head is here (from the connection's ``data_received``), and with it
+        as much of the body as came in the same read (``payload.is_eof()``: all of it)."""
+
+    def failed(self, connection: Connection, exc: BaseException) -> None:
+        """No answer will come: ``exc`` is what :meth:`UpstreamPool.request` would raise
+        (before its resend and its wrapping in :class:`InvalidResponse`).  Called soon after
+        the failure, never from inside the connection's own callbacks."""
+
+
+class Connection(UpstreamProtocol):
     """aiohttp's client protocol, with two refusals of its own before its parser sees a byte:
 
     - bytes that arrive while the connection sits idle in the pool close it at once:
@@ -94,7 +109,7 @@ class _Connection(UpstreamProtocol):
       timeout gives a 504 instead.
     """
 
-    __slots__ = ("heard", "idle", "parsing_heads")
+    __slots__ = ("heard", "idle", "listener", "parsing_heads", "taken", "waker")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -103,6 +118,11 @@ class _Connection(UpstreamProtocol):
         """Bytes of the answer's ``HTTP/`` checked so far (reset for each request)."""
         self.parsing_heads: bool | None = None
         """Whether the parser in place reads answers to ``HEAD`` (no body); None: none yet."""
+        self.listener: AnswerListener | None = None
+        """Who takes the answer to the request in flight (:meth:`UpstreamPool.send_now`);
+        None: it is queued for ``read()``."""
+        self.taken: tuple[RawResponseMessage, StreamReader] | None = None
+        self.waker = loop.call_soon
 
     def data_received(self, data: bytes) -> None:
         if data:
@@ -117,6 +137,28 @@ class _Connection(UpstreamProtocol):
                     return
                 self.heard = heard + len(start)
         super().data_received(data)
+        taken = self.taken
+        if taken is not None:
+            # Handed over once aiohttp's protocol has finished with this read.
+            listener = self.listener
+            self.taken = self.listener = None
+            assert listener is not None
+            listener.answered(self, *taken)
+
+    def answer_parsed(self, message: RawResponseMessage, payload: StreamReader) -> bool:
+        if self.listener is None or self.taken is not None:
+            return False  # for read(); a second answer in one read is queued: never reused
+        if 100 <= message.code < 200 and message.code != 101:
+            return True  # informational: not relayed (read()'s callers skip it too)
+        self.taken = (message, payload)
+        return True
+
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        super().set_exception(exc, *args)
+        listener = self.listener
+        if listener is not None and self.taken is None:
+            self.listener = None
+            self.waker(listener.failed, self, exc)
 
 
 class UpstreamResponse:
@@ -139,13 +181,13 @@ class UpstreamResponse:
     def __init__(
         self,
         pool: UpstreamPool,
-        protocol: _Connection,
+        protocol: Connection,
         message: RawResponseMessage,
         content: StreamReader,
         sender: asyncio.Task[None] | None,
     ) -> None:
         self._pool = pool
-        self._protocol: _Connection | None = protocol
+        self._protocol: Connection | None = protocol
         self._sender = sender
         self.status: int = message.code
         self.reason: str = message.reason
@@ -242,8 +284,8 @@ class UpstreamPool:
         self._keepalive_s = keepalive_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         # Idle connections with the time each became idle, oldest first; taken from the end.
-        self._idle: list[tuple[float, _Connection]] = []
-        self._open: set[_Connection] = set()
+        self._idle: list[tuple[float, Connection]] = []
+        self._open: set[Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -255,6 +297,7 @@ class UpstreamPool:
         body: RequestBody | None,
         *,
         resend: bool = False,
+        fresh: bool = False,
     ) -> UpstreamResponse:
         """Send ``method target`` with ``headers`` (as they are to go out: hop-by-hop
         fields and the proxy's own already handled) and ``body``, and return the answer
@@ -264,8 +307,10 @@ class UpstreamPool:
         ``Host`` is added when ``headers`` has none, ``Transfer-Encoding: chunked`` when a
         body has no ``Content-Length``.  ``resend``: send it once more on another
         connection if the first broke before the answer (only for a request without a
-        body).  Raises what a ``ClientSession`` request raises: ``TimeoutError`` (connect
-        or read timeout), :class:`ConnectFailed` and other ``aiohttp.ClientError``.
+        body).  ``fresh``: on a new connection from the start (a resend of
+        :meth:`send_now`'s).  Raises what a ``ClientSession`` request raises:
+        ``TimeoutError`` (connect or read timeout), :class:`ConnectFailed` and other
+        ``aiohttp.ClientError``.
         """
         head, chunked = self._head(method, target, headers, body is not None)
         skip_payload = method == "HEAD"
@@ -273,19 +318,8 @@ class UpstreamPool:
         while True:
             # A resend goes on a new connection: the other idle ones may have been closed
             # by the same upstream restart or idle timeout.
-            protocol = await (self._connect() if resent else self._acquire())
-            if protocol.parsing_heads is not skip_payload:
-                # A parser per connection and kind of request, reused while the kind stays
-                # the same (a parser is back at a message boundary after a clean exchange,
-                # the only kind that leaves a connection in the pool).
-                protocol.set_response_params(
-                    skip_payload=skip_payload,
-                    read_until_eof=True,
-                    auto_decompress=False,
-                    read_timeout=self._read_timeout_s,
-                )
-                protocol.parsing_heads = skip_payload
-            protocol.heard = 0
+            protocol = await (self._connect() if resent or fresh else self._acquire())
+            self._expect(protocol, head=skip_payload)
             sender: asyncio.Task[None] | None = None
             try:
                 transport = protocol.transport
@@ -310,13 +344,13 @@ class UpstreamPool:
             except BaseException:
                 self.drop(protocol, sender)
                 raise
-            problem = _framing_problem(message)
+            problem = framing_problem(message)
             if problem is not None:
                 self.drop(protocol, sender)
                 raise InvalidResponse(problem)
             return UpstreamResponse(self, protocol, message, content, sender)
 
-    def give_back(self, protocol: _Connection) -> None:
+    def give_back(self, protocol: Connection) -> None:
         """Pool ``protocol`` for another request, or close it if it cannot carry one."""
         if self._closed or protocol.should_close or not protocol.is_connected():
             self.drop(protocol)
@@ -329,7 +363,7 @@ class UpstreamPool:
         if self._sweep is None:
             self._sweep = loop.call_at(now + self._keepalive_s, self._expire)
 
-    def drop(self, protocol: _Connection, sender: asyncio.Task[None] | None = None) -> None:
+    def drop(self, protocol: Connection, sender: asyncio.Task[None] | None = None) -> None:
         """Close ``protocol`` (and stop sending its request's body, if ``sender`` still is)."""
         if sender is not None and not sender.done():
             sender.cancel()
@@ -353,7 +387,31 @@ class UpstreamPool:
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _acquire(self) -> _Connection:
+    def send_now(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        listener: AnswerListener,
+    ) -> Connection | None:
+        """Send a request without a body on an idle connection, now, and return that
+        connection (give it back, or drop it, when done with the answer); None when no
+        connection is idle (nothing was sent: use :meth:`request`).  The answer goes to
+        ``listener`` instead of a waiting task (see :class:`AnswerListener`); a request
+        that fails is not resent here."""
+        protocol = self._idle_connection()
+        if protocol is None:
+            return None
+        head, _ = self._head(method, target, headers, False)
+        self._expect(protocol, head=method == "HEAD")
+        protocol.listener = listener
+        transport = protocol.transport
+        assert transport is not None  # _idle_connection returns a connected protocol
+        transport.write(head)
+        protocol.start_timeout()
+        return protocol
+
+    def _idle_connection(self) -> Connection | None:
         idle = self._idle
         while idle:
             _, protocol = idle.pop()
@@ -361,9 +419,28 @@ class UpstreamPool:
                 protocol.idle = False
                 return protocol
             self.drop(protocol)  # closed by the upstream while idle, or sent unasked-for bytes
-        return await self._connect()
+        return None
 
-    async def _connect(self) -> _Connection:
+    def _expect(self, protocol: Connection, *, head: bool) -> None:
+        """Make ``protocol`` ready to read the answer to a request (``head``: to ``HEAD``)."""
+        if protocol.parsing_heads is not head:
+            # A parser per connection and kind of request, reused while the kind stays
+            # the same (a parser is back at a message boundary after a clean exchange,
+            # the only kind that leaves a connection in the pool).
+            protocol.set_response_params(
+                skip_payload=head,
+                read_until_eof=True,
+                auto_decompress=False,
+                read_timeout=self._read_timeout_s,
+            )
+            protocol.parsing_heads = head
+        protocol.heard = 0
+
+    async def _acquire(self) -> Connection:
+        protocol = self._idle_connection()  # (not `or`: a DataQueue is falsy when empty)
+        return protocol if protocol is not None else await self._connect()
+
+    async def _connect(self) -> Connection:
         if self._closed:
             raise aiohttp.ClientConnectionError("the upstream pool is closed")
         loop = self._loop
@@ -372,7 +449,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: Connection(loop),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -434,7 +511,7 @@ class UpstreamPool:
         return "".join(lines).encode("utf-8", "surrogateescape"), chunked
 
 
-def _framing_problem(message: RawResponseMessage) -> str | None:
+def framing_problem(message: RawResponseMessage) -> str | None:
     """What makes an answer's head unfit to relay, which a parser let through (None: fit).
 
     The head is relayed field by field, so what the parser tolerated reaches the client:
@@ -456,7 +533,7 @@ def _framing_problem(message: RawResponseMessage) -> str | None:
 
 
 def _send(
-    protocol: _Connection,
+    protocol: Connection,
     transport: asyncio.Transport,
     head: bytes,
     body: RequestBody,
@@ -491,7 +568,7 @@ def _framed(head: bytes, data: bytes, *, chunked: bool, last: bool) -> bytes:
 
 
 async def _stream_body(
-    protocol: _Connection,
+    protocol: Connection,
     transport: asyncio.Transport,
     head: bytes,
     body: RequestBody,

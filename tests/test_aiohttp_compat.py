@@ -148,6 +148,9 @@ TAKEN_AWAY: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "client_proto.ResponseHandler": lambda mp: mp.delattr(
         client_proto.ResponseHandler, "start_timeout"
     ),
+    "ResponseHandler.data_received queueing answers with feed_data": lambda mp: _rename_in(
+        mp, client_proto.ResponseHandler, "data_received", "feed_data"
+    ),
     "BaseProtocol._drain_helper": lambda mp: mp.delattr(
         base_protocol.BaseProtocol, "_drain_helper"
     ),
