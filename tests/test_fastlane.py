@@ -9,14 +9,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from proxy.public import PublicHandler
-from tests.conftest import ProxyFactory, RunningProxy
+from tests.conftest import ProxyFactory, RunningProxy, echo_app
 from tests.promises.rawhttp import RawResponse, exchange, parse_responses, request
 
 LANE_OFF = {"MWM_LISTEN__FAST_LANE": "false"}
+
+
+def _answers_app() -> web.Application:
+    """The echo upstream, and answers of every shape a relay frames differently."""
+    app = echo_app()
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        code = int(request.match_info["code"])
+        return web.Response(status=code, headers={"ETag": '"v1"', "X-Upstream": "yes"})
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x" * 100_000, content_type="application/octet-stream")
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        for part in (b"first ", b"second ", b"third"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def hop_by_hop(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text="named", headers={"Connection": "X-Private", "X-Private": "dropped", "X-Kept": "1"}
+        )
+
+    async def dated(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text="dated", headers={"Date": "Mon, 07 Dec 2026 10:00:00 GMT", "Server": "app/1"}
+        )
+
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/big", big)
+    app.router.add_get("/streamed", streamed)
+    app.router.add_get("/hop-by-hop", hop_by_hop)
+    app.router.add_get("/dated", dated)
+    return app
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[TestServer]:
+    server = TestServer(_answers_app(), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
 BROWSER = [
     ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
     ("Accept-Language", "en-US,en;q=0.9"),
@@ -64,6 +114,19 @@ SEQUENCES = {
     "an absolute-form target": [request("GET", "http://proxy.test/abs")],
     "HTTP/1.0": [b"GET /ten HTTP/1.0\r\nHost: proxy.test\r\n\r\n"],
     "a status path": [request("GET", "/services")],
+    "answers framed otherwise (304, 204, 404, a large body, a streamed one)": [
+        request("GET", "/status/304", [("If-None-Match", '"v1"')], close=False),
+        request("GET", "/status/204", close=False),
+        request("HEAD", "/status/404", close=False),
+        request("GET", "/big", close=False),
+        request("GET", "/streamed", close=False),
+        request("GET", "/one-more"),
+    ],
+    "an answer naming its own hop-by-hop fields, then one with its Date and Server": [
+        request("GET", "/hop-by-hop", close=False),
+        request("GET", "/dated"),
+    ],
+    "an upstream answer with Connection: close asked for": [request("GET", "/big")],
     "an invalid path": [request("GET", "/a/%2e%2e/%2e%2e/etc")],
 }
 
@@ -105,8 +168,9 @@ async def _exchange_each(port: int, sequence: list[bytes]) -> list[RawResponse]:
 
 def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
     """The complete responses at the start of ``data``, answers to requests that were
-    ``HEAD`` or not (``heads``): an answer to ``HEAD`` has a length and no body; the others
-    here have a ``Content-Length`` or end with the connection."""
+    ``HEAD`` or not (``heads``): an answer to ``HEAD``, a 204 and a 304 have no body; the
+    others here have a ``Content-Length``, are chunked (compared as sent) or end with the
+    connection."""
     responses = []
     for head in heads:
         end = data.find(b"\r\n\r\n")
@@ -116,13 +180,19 @@ def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
         headers = tuple((n.strip(), v.strip()) for n, _, v in (x.partition(":") for x in lines))
         length = next((int(v) for n, v in headers if n.lower() == "content-length"), None)
         rest = data[end + 4 :]
-        if head:
+        chunked = any(n.lower() == "transfer-encoding" for n, _ in headers)
+        if chunked and not head:
+            last = rest.find(b"\r\n0\r\n\r\n")
+            if last < 0:
+                break
+            length = last + 7  # the chunks as sent: compared as they are
+        status = int(status_line.split(" ", 2)[1])
+        if head or status in (204, 304):
             length = 0
         elif length is None:
             length = len(rest)
         elif len(rest) < length:
             break
-        status = int(status_line.split(" ", 2)[1])
         responses.append(RawResponse(status, headers, rest[:length], status_line))
         data = rest[length:]
     return responses
