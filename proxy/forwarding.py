@@ -85,8 +85,10 @@ import asyncio
 import functools
 import logging
 import math
+import operator
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from ipaddress import IPv6Network
 from typing import Any, Final, Protocol
 
@@ -170,7 +172,6 @@ _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SERVER_LINE: Final = f"Server: {SERVER}\r\n".encode()
 _CLOSE: Final = b"Connection: close\r\n"
-_NOTHING: Final[frozenset[bytes]] = frozenset()
 
 _CLIENT_GONE: Final = 499
 """nginx's status for a request whose client closed the connection before the answer: no
@@ -1340,25 +1341,71 @@ def _prebuilt(
     them again: about a third of the cost), and whether it has its own ``Date``; None
     when aiohttp must frame it (no ``Content-Length`` to pass on, a status whose framing
     rules differ), when a ``Connection`` header names other fields to drop (rare: the
-    general path handles it) or when a field would not serialize cleanly."""
+    general path handles it) or when a field would not serialize cleanly.
+
+    Which fields are kept depends on their names only (and the ``Connection`` options):
+    an upstream sends the same names answer after answer, so that is worked out once per
+    list of names (:func:`_plan`)."""
     if status < 200 or status in (204, 304):
         return None
     try:
         reason = (reason_phrase or status_phrase(status)).encode("utf-8", "surrogateescape")
-        extra_lines = [f"{name}: {value}\r\n".encode() for name, value in extra]
+        extra_lines = [f"{name}: {value}\r\n".encode() for name, value in extra] if extra else []
     except UnicodeEncodeError:
         return None
-    replaced = {name.lower().encode() for name, _ in extra} if extra else _NOTHING
+    plan = _plan(tuple(map(_first, raw_headers)), extra)
+    for index in plan.connections:
+        if not _connection_options_ok(raw_headers[index][1]):
+            return None
+    if not plan.framed and body:
+        return None
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    append = parts.append
+    parts += [b"%s: %s\r\n" % raw_headers[index] for index in plan.kept]
+    if not plan.server:
+        parts.append(_SERVER_LINE)
+    parts += extra_lines
+    head = b"".join(parts)
+    if head.count(b"\n") != len(parts):
+        return None  # a line break inside a name or value: never relay it as is
+    return head, plan.dated
+
+
+_first = operator.itemgetter(0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :func:`_prebuilt` does with an answer's fields, from their names."""
+
+    kept: tuple[int, ...]
+    """The fields relayed, by index: not hop-by-hop, not replaced by an extra header."""
+    connections: tuple[int, ...]
+    """The ``Connection`` fields, whose options must all be hop-by-hop names."""
+    server: bool
+    dated: bool
+    framed: bool
+    """Has a ``Content-Length``."""
+
+
+_PLANS: dict[tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]], _Plan] = {}
+_PLANS_MAX: Final = 256
+"""Plans kept (an upstream sends a handful of different lists of names)."""
+
+
+def _plan(names: tuple[bytes, ...], extra: tuple[tuple[str, str], ...]) -> _Plan:
+    key = (names, extra)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    replaced = {name.lower().encode() for name, _ in extra}
+    kept: list[int] = []
+    connections: list[int] = []
     server = dated = framed = False
-    for name, value in raw_headers:
+    for index, name in enumerate(names):
         lower = name.lower()
         if lower in HOP_BY_HOP_RAW:
-            if lower == b"connection" and not CONNECTION_OPTIONS_RAW.issuperset(
-                token.strip().lower() for token in value.split(b",")
-            ):
-                return None
+            if lower == b"connection":
+                connections.append(index)
             continue
         if lower in replaced:
             continue
@@ -1368,16 +1415,18 @@ def _prebuilt(
             dated = True
         elif lower == b"content-length":
             framed = True
-        append(b"%s: %s\r\n" % (name, value))
-    if not framed and body:
-        return None
-    if not server:
-        append(_SERVER_LINE)
-    parts += extra_lines
-    head = b"".join(parts)
-    if head.count(b"\n") != len(parts):
-        return None  # a line break inside a name or value: never relay it as is
-    return head, dated
+        kept.append(index)
+    plan = _Plan(tuple(kept), tuple(connections), server, dated, framed)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+@functools.lru_cache(maxsize=64)
+def _connection_options_ok(value: bytes) -> bool:
+    """Whether a ``Connection`` field names only fields the relay drops anyway."""
+    return CONNECTION_OPTIONS_RAW.issuperset(token.strip().lower() for token in value.split(b","))
 
 
 def _with_headers(
