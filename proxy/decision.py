@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from controller.snapshot import SAFE_METHODS, Maintenance, Mode
 from proxy.bypass import BypassPolicy, BypassRule
@@ -50,9 +50,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    """What the decision sees of a request; built by the server from aiohttp's request."""
+class RequestView(NamedTuple):
+    """What the decision sees of a request; built by the server from aiohttp's request
+    (a named tuple: made per request, at a fraction of a frozen dataclass's cost)."""
 
     method: str
     path: str

@@ -364,6 +364,28 @@ class PageRenderer:
         page = self._pages.get(key)
         if page is not None:
             return page
+        return self._maintenance_page(state, key, now=now)
+
+    def rendered_page(
+        self,
+        state: State,
+        fmt: PageFormat,
+        *,
+        language: str | None = None,
+        causes: tuple[int, ...] | None = None,
+    ) -> RenderedPage | None:
+        """:meth:`maintenance_page` when it is rendered already (None: call that), without
+        the time it needs only to render."""
+        return self._pages.get((state.generation, fmt, self._lang(language, fmt), causes))
+
+    def _maintenance_page(
+        self,
+        state: State,
+        key: tuple[int, PageFormat, str, tuple[int, ...] | None],
+        *,
+        now: datetime,
+    ) -> RenderedPage:
+        _, fmt, lang, causes = key
         maintenance = state.maintenance
         if causes is not None:
             maintenance = maintenance.restricted(causes)

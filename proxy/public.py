@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -94,8 +94,7 @@ class Services:
 SERVICES_KEY = web.AppKey("services", Services)
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+class Forward(NamedTuple):
     """:meth:`PublicHandler.quick`'s verdict for a request to forward: its message (without
     routing headers), its normalized path and the headers to add to the answer."""
 
@@ -287,13 +286,7 @@ class PublicHandler:
             if self._holds is not None and self._holds.deadline(decision, state) is not None:
                 return None
             s.metrics.requests.inc("block")
-            return s.renderer.maintenance_page(
-                state,
-                negotiate(headers.get(hdrs.ACCEPT)),
-                now=s.store.clock(),
-                language=s.renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE)),
-                causes=decision.causes,
-            )
+            return self._page(state, headers, decision.causes)
         if isinstance(decision, Bypass):
             return None
         s.metrics.requests.inc("forward")
@@ -369,13 +362,7 @@ class PublicHandler:
                 state, decision = held
         if isinstance(decision, Block):
             s.metrics.requests.inc("block")
-            headers = request.headers
-            fmt = negotiate(headers.get(hdrs.ACCEPT))
-            language = s.renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
-            now = s.store.clock()
-            page = s.renderer.maintenance_page(
-                state, fmt, now=now, language=language, causes=decision.causes
-            )
+            page = self._page(state, request.headers, decision.causes)
             if fits(request):
                 body = b"" if request.method == "HEAD" else page.body
                 return PrebuiltResponse(status=page.status, head=page.wire_head, body=body)
@@ -389,6 +376,20 @@ class PublicHandler:
             )
         s.metrics.requests.inc("forward")
         return await s.forwarder.forward(request, path=path, extra_headers=announce)
+
+    def _page(
+        self, state: State, headers: CIMultiDictProxy[str], causes: tuple[int, ...] | None
+    ) -> RenderedPage:
+        """The maintenance page for a request with ``headers`` blocked by ``causes``."""
+        renderer = self._s.renderer
+        fmt = negotiate(headers.get(hdrs.ACCEPT))
+        language = renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
+        page = renderer.rendered_page(state, fmt, language=language, causes=causes)
+        if page is not None:  # (the clock is read only to render one)
+            return page
+        return renderer.maintenance_page(
+            state, fmt, now=self._s.store.clock(), language=language, causes=causes
+        )
 
     async def forward(self, request: web.BaseRequest, forward: Forward) -> web.StreamResponse:
         """Forward a request :meth:`quick` let through (the fast lane's ``request``)."""
