@@ -88,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.support import NullTranslations
@@ -287,6 +288,7 @@ class PageRenderer:
                 [jinja2.FileSystemLoader(self._override_dir), self._builtin_loader]
             )
         self._envs: dict[tuple[bool, str], jinja2.Environment] = {}
+        self._compiled = _CompiledTemplates()
         self._reported: set[str] = set()
         self._pages: dict[tuple[int, PageFormat, str, tuple[int, ...] | None], RenderedPage] = {}
         self._pages_generation = -1
@@ -315,7 +317,7 @@ class PageRenderer:
         env = self._envs.get((user, lang))
         if env is None:
             loader = self._user_loader if user and self._user_loader else self._builtin_loader
-            env = _environment(loader, self._catalogs.get(lang))
+            env = _environment(loader, self._catalogs.get(lang), self._compiled)
             self._envs[(user, lang)] = env
         return env
 
@@ -653,9 +655,32 @@ class PageRenderer:
         return samples
 
 
-def _environment(loader: jinja2.BaseLoader, translations: NullTranslations) -> jinja2.Environment:
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Compiled templates shared by a renderer's environments, in memory: one environment
+    per language (and per override or built-in) would otherwise compile every template once
+    per language (most of the start-up check's time).  Sharing is sound because every
+    environment :func:`_environment` makes has the same options (so the same generated code
+    for the same source); a template is keyed by its name and file, and its source's
+    checksum is checked on every load."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+def _environment(
+    loader: jinja2.BaseLoader, translations: NullTranslations, compiled: _CompiledTemplates
+) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
+        bytecode_cache=compiled,
         extensions=["jinja2.ext.i18n"],
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm", "xml"), default_for_string=True, default=False
