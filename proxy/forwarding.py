@@ -467,7 +467,8 @@ class Forwarder:
         :func:`_prebuilt`), else relayed from a task."""
         pool = self._pool
         assert pool is not None
-        problem = framing_problem(message)
+        names = tuple(map(_first, message.raw_headers))
+        problem = framing_problem(message, names)
         if problem is not None:
             pool.drop(connection)
             self._quick_continue(
@@ -486,7 +487,7 @@ class Forwarder:
         ):
             body = payload.read_nowait()
             built = _prebuilt(
-                message.code, message.reason, message.raw_headers, body, exchange.extra
+                message.code, message.reason, message.raw_headers, body, exchange.extra, names
             )
             if built is not None:
                 head, dated = built
@@ -1335,6 +1336,7 @@ def _prebuilt(
     raw_headers: tuple[tuple[bytes, bytes], ...],
     body: bytes,
     extra: tuple[tuple[str, str], ...],
+    names: tuple[bytes, ...] | None = None,
 ) -> tuple[bytes, bool] | None:
     """The head of the upstream's answer for a one-write relay, copied from the bytes the
     upstream sent (what :func:`_relayed_headers` keeps, without decoding and encoding
@@ -1349,17 +1351,17 @@ def _prebuilt(
     if status < 200 or status in (204, 304):
         return None
     try:
-        reason = (reason_phrase or status_phrase(status)).encode("utf-8", "surrogateescape")
+        status_line = _status_line(status, reason_phrase)
         extra_lines = [f"{name}: {value}\r\n".encode() for name, value in extra] if extra else []
     except UnicodeEncodeError:
         return None
-    plan = _plan(tuple(map(_first, raw_headers)), extra)
+    plan = _plan(tuple(map(_first, raw_headers)) if names is None else names, extra)
     for index in plan.connections:
         if not _connection_options_ok(raw_headers[index][1]):
             return None
     if not plan.framed and body:
         return None
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    parts = [status_line]
     parts += [b"%s: %s\r\n" % raw_headers[index] for index in plan.kept]
     if not plan.server:
         parts.append(_SERVER_LINE)
@@ -1371,6 +1373,13 @@ def _prebuilt(
 
 
 _first = operator.itemgetter(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _status_line(status: int, reason_phrase: str) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` and CRLF, the upstream's reason as it sent it."""
+    reason = (reason_phrase or status_phrase(status)).encode("utf-8", "surrogateescape")
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
 @dataclass(frozen=True, slots=True)
