@@ -238,6 +238,7 @@ class FastLane(ServerProtocol):
             or message.method not in _PLAIN_METHODS
             or message.version != HttpVersion11
             or message.upgrade
+            or "Upgrade" in message.headers  # the last request of its connection (conformance)
         ):
             self._hand_off(data)
             return

@@ -112,6 +112,9 @@ SEQUENCES = {
         request("GET", "/after"),
     ],
     "an absolute-form target": [request("GET", "http://proxy.test/abs")],
+    "an Upgrade without Connection: upgrade (answered, then the connection ends)": [
+        request("GET", "/up", [("Upgrade", "h2c")], close=False)
+    ],
     "HTTP/1.0": [b"GET /ten HTTP/1.0\r\nHost: proxy.test\r\n\r\n"],
     "a status path": [request("GET", "/services")],
     "answers framed otherwise (304, 204, 404, a large body, a streamed one)": [
