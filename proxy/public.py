@@ -247,22 +247,14 @@ class PublicHandler:
         raw_path = message.path
         if raw_path[:1] != "/" or "#" in raw_path:
             return None
-        headers = message.headers
         if not self._keep_routing_headers:
-            for name in ROUTING_HEADERS:  # a loop, not any(): this runs for every request
-                if name in headers:
-                    message = _without_routing_headers(message)
-                    headers = message.headers
-                    break
+            message = _without_routing_headers(message)
+        headers = message.headers
         method = message.method
         if refusal(message.version, headers, method=method, target=raw_path) is not None:
             return None
-        query_at = raw_path.find("?")
         try:
-            path = normalize_path(
-                raw_path if query_at < 0 else raw_path[:query_at],
-                keep_encoded_slashes=self._keep_encoded_slashes,
-            )
+            path = self._path(raw_path)
         except InvalidPath:
             return None
         if path in self._own_paths or (
@@ -292,15 +284,18 @@ class PublicHandler:
         s.metrics.requests.inc("forward")
         return Forward(message, path, announce)
 
+    def _path(self, raw_path: str) -> str:
+        """The normalized path of a request target (raises :class:`InvalidPath`)."""
+        query_at = raw_path.find("?")
+        return normalize_path(
+            raw_path if query_at < 0 else raw_path[:query_at],
+            keep_encoded_slashes=self._keep_encoded_slashes,
+        )
+
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         s = self._s
-        raw_path = request.raw_path
-        query_at = raw_path.find("?")
         try:
-            path = normalize_path(
-                raw_path if query_at < 0 else raw_path[:query_at],
-                keep_encoded_slashes=self._keep_encoded_slashes,
-            )
+            path = self._path(request.raw_path)
         except InvalidPath:
             s.metrics.requests.inc("invalid")
             return web.Response(
@@ -550,16 +545,23 @@ def make_request(*, keep_routing_headers: bool) -> RequestFactory:
         if not message.should_close and must_close(message.method, headers):
             message = replace_message(message, should_close=True)
         if not keep_routing_headers:
-            for name in ROUTING_HEADERS:  # a loop, not any(): this runs for every request
-                if name in headers:
-                    message = _without_routing_headers(message)
-                    break
+            message = _without_routing_headers(message)
         return web.BaseRequest(message, payload, protocol, writer, task, task.get_loop())
 
     return make
 
 
 def _without_routing_headers(message: RawRequestMessage) -> RawRequestMessage:
+    """``message`` without the routing headers (:data:`~proxy.hopbyhop.ROUTING_HEADERS`);
+    the same message when it has none (nearly always)."""
+    headers = message.headers
+    for name in ROUTING_HEADERS:  # a loop, not any(): this runs for every request
+        if name in headers:
+            return _drop_routing_headers(message)
+    return message
+
+
+def _drop_routing_headers(message: RawRequestMessage) -> RawRequestMessage:
     headers = CIMultiDict(
         (name, value)
         for name, value in message.headers.items()
