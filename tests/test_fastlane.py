@@ -8,6 +8,7 @@ is the same proxy with every request going through aiohttp's server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,11 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.forwarding import Forwarder
 from proxy.public import PublicHandler
 from tests.conftest import ProxyFactory, RunningProxy, echo_app
 from tests.promises.rawhttp import RawResponse, exchange, parse_responses, request
 
 LANE_OFF = {"MWM_LISTEN__FAST_LANE": "false"}
+
+
+HELD = web.AppKey("held", asyncio.Event)
+"""Set to answer the requests waiting on ``/hold``."""
+HOLDING = web.AppKey("holding", asyncio.Event)
+"""Set when a request is waiting on ``/hold``."""
 
 
 def _answers_app() -> web.Application:
@@ -51,6 +59,15 @@ def _answers_app() -> web.Application:
             text="dated", headers={"Date": "Mon, 07 Dec 2026 10:00:00 GMT", "Server": "app/1"}
         )
 
+    held = app[HELD] = asyncio.Event()
+    holding = app[HOLDING] = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.StreamResponse:
+        holding.set()
+        await held.wait()
+        return web.Response(text="released")
+
+    app.router.add_get("/hold", hold)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/big", big)
     app.router.add_get("/streamed", streamed)
@@ -369,3 +386,40 @@ async def test_the_lane_reads_requests_with_the_parser_aiohttps_server_uses(
     [response] = await exchange(proxy.public_port, request("GET", "/py"))
     assert response.json()["path"] == "/py"
     assert created  # the lane's connection made one
+
+
+async def test_a_client_leaving_a_quick_exchange_gives_its_slot_up_when_the_pool_is_full(
+    start_proxy: ProxyFactory, upstream: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request forwarded without a task (an idle pooled connection was there) whose
+    client leaves before the answer holds its slot only until another request needs it:
+    with a pool of one, the next request is served long before the pool's timeout."""
+    abandoned: list[object] = []
+    original = Forwarder.quick_abandoned
+
+    def spy(self: Forwarder, exchange: object, connection: object) -> None:
+        abandoned.append(exchange)
+        original(self, exchange, connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Forwarder, "quick_abandoned", spy)
+    proxy = await start_proxy(
+        {"MWM_UPSTREAM__POOL_SIZE": "1", "MWM_UPSTREAM__POOL_TIMEOUT_S": "60"}
+    )
+    [warm] = await exchange(proxy.public_port, request("GET", "/warm"))  # one idle connection
+    assert warm.status == 200
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    writer.write(request("GET", "/hold", close=False))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        await upstream.app[HOLDING].wait()  # forwarded: the pool's one slot is taken
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    async with proxy.session.get(f"{proxy.management_url}/healthz") as response:
+        assert response.status == 200  # a round trip: the proxy has seen the client leave
+    async with asyncio.timeout(10):  # the pool's own wait would be 60 s
+        [served] = await exchange(proxy.public_port, request("GET", "/after"))
+    assert served.status == 200
+    assert served.json()["path"] == "/after"
+    assert len(abandoned) == 1
+    upstream.app[HELD].set()
