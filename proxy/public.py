@@ -11,6 +11,10 @@ which the connection must end (:func:`~proxy.conformance.must_close`: ``CONNECT`
 ``Upgrade``) is marked as not keeping it, so that every answer, whichever path builds it,
 says ``Connection: close`` and the connection ends after it; and the routing headers
 (:data:`~proxy.hopbyhop.ROUTING_HEADERS`) are removed unless the settings keep them.
+
+Most requests never reach aiohttp's server: :mod:`proxy.fastlane` parses them itself and
+asks :meth:`PublicHandler.quick`, the same steps for the two common answers (forward, or
+the page), and hands the rest, with the connection, to the server and :meth:`~PublicHandler.handle`.
 """
 
 from __future__ import annotations
