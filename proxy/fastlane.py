@@ -358,9 +358,9 @@ class FastLane(ServerProtocol):
         self._first = False
         self._deadline = deadline = self._event_loop.time() + self._lane.keepalive_timeout_s
         timer = self._timer
-        if (
-            timer is None or timer.when() > deadline
-        ):  # (a keep-alive shorter than the header timeout)
+        # Re-armed only when none is pending or the pending one is later (a keep-alive
+        # timeout shorter than the header timeout).
+        if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
             self._timer = self._event_loop.call_at(deadline, self._idle_check)
@@ -389,10 +389,12 @@ class FastLane(ServerProtocol):
         header_timeout_s = None
         if self._first:  # the first head's deadline runs from the connection's start
             header_timeout_s = max(self._deadline - self._event_loop.time(), 0.0)
+        # Reading resumes first (the lane may have paused it for pipelined bytes): the new
+        # protocol pauses it again itself if what it is given is too much.
+        self.resume_transport_reading()
         connection = lane.hand_off()
         transport.set_protocol(connection)
         connection.take_over(transport, data, header_timeout_s=header_timeout_s)
-        self.resume_transport_reading()
 
     # --- timers and shutdown ------------------------------------------------------
 
