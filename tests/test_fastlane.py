@@ -28,6 +28,8 @@ HELD = web.AppKey("held", asyncio.Event)
 """Set to answer the requests waiting on ``/hold``."""
 HOLDING = web.AppKey("holding", asyncio.Event)
 """Set when a request is waiting on ``/hold``."""
+FLAKY_HITS = web.AppKey("flaky_hits", dict[str, int])
+"""How often each ``/flaky/<key>`` was asked for."""
 
 
 def _answers_app() -> web.Application:
@@ -67,7 +69,20 @@ def _answers_app() -> web.Application:
         await held.wait()
         return web.Response(text="released")
 
+    hits: dict[str, int] = {}
+    app[FLAKY_HITS] = hits
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        """Closes the connection without an answer the first time a key is asked for."""
+        key = request.match_info["key"]
+        hits[key] = hits.get(key, 0) + 1
+        if hits[key] == 1:
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(text=f"{key}: answered on try {hits[key]}")
+
     app.router.add_get("/hold", hold)
+    app.router.add_get("/flaky/{key}", flaky)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/big", big)
     app.router.add_get("/streamed", streamed)
@@ -423,3 +438,55 @@ async def test_a_client_leaving_a_quick_exchange_gives_its_slot_up_when_the_pool
     assert served.json()["path"] == "/after"
     assert len(abandoned) == 1
     upstream.app[HELD].set()
+
+
+@pytest.fixture
+def quick_failures(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """The failures of quick exchanges (``Forwarder.quick_failed``), recorded."""
+    failures: list[BaseException] = []
+    original = Forwarder.quick_failed
+
+    def spy(self: Forwarder, exchange: object, connection: object, exc: BaseException) -> None:
+        failures.append(exc)
+        original(self, exchange, connection, exc)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Forwarder, "quick_failed", spy)
+    return failures
+
+
+async def _warm(proxy: RunningProxy) -> None:
+    """One request answered: the pool has an idle connection, so the next request is
+    forwarded without a task (``Forwarder.forward_now``)."""
+    [warm] = await exchange(proxy.public_port, request("GET", "/warm"))
+    assert warm.status == 200
+
+
+async def test_a_quick_exchange_whose_connection_breaks_before_the_answer_is_sent_again(
+    start_proxy: ProxyFactory, upstream: TestServer, quick_failures: list[BaseException]
+) -> None:
+    """The keep-alive race on the quick path: the pooled connection closes without an
+    answer, and the request goes once more, on a new connection, as ``forward`` does."""
+    proxy = await start_proxy()
+    await _warm(proxy)
+    [response] = await exchange(proxy.public_port, request("GET", "/flaky/a", BROWSER))
+    assert response.status == 200
+    assert response.body == b"a: answered on try 2"
+    assert upstream.app[FLAKY_HITS] == {"a": 2}
+    assert [type(exc).__name__ for exc in quick_failures] == ["ServerDisconnectedError"]
+
+
+async def test_a_quick_exchange_the_upstream_does_not_answer_in_time_gets_the_504_page(
+    start_proxy: ProxyFactory, upstream: TestServer, quick_failures: list[BaseException]
+) -> None:
+    proxy = await start_proxy({"MWM_UPSTREAM__READ_TIMEOUT_S": "0.2"})
+    await _warm(proxy)
+    answers = []
+    for path in ("/hold", "/after"):  # the connection stays usable after the 504
+        [response] = await exchange(proxy.public_port, request("GET", path, BROWSER))
+        answers.append(response)
+    upstream.app[HELD].set()
+    assert answers[0].status == 504
+    assert b"Error code: 504" in answers[0].body
+    assert (answers[0].header("Content-Type") or "").startswith("text/html")
+    assert answers[1].json()["path"] == "/after"
+    assert [isinstance(exc, TimeoutError) for exc in quick_failures] == [True]
