@@ -58,11 +58,12 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http import RawRequestMessage, StreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
+from multidict import CIMultiDictProxy
 
 from proxy.aiohttp_compat import ServerProtocol, server_request_parser
 from proxy.metrics import Metrics
 from proxy.pages import RenderedPage
-from proxy.prebuilt import date_line
+from proxy.prebuilt import CLOSE, one_write
 from proxy.settings import LimitSettings
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ _PLAIN_METHODS: Final = frozenset({"GET", "HEAD"})
 _HEAD_END: Final = b"\r\n\r\n"
 _READ_BUFFER: Final = 2**16
 """The parser's buffer size for a body it reads (the lane hands every body off)."""
-_CLOSE: Final = b"Connection: close\r\n"
 _MAX_PENDING: Final = 2**16
 """Bytes kept from a client pipelining behind a request in flight before reading pauses."""
 
@@ -91,7 +91,7 @@ class Lane:
         *,
         limits: LimitSettings,
         metrics: Metrics,
-        error_page: Callable[[RawRequestMessage, int, str], RenderedPage],
+        error_page: Callable[[CIMultiDictProxy[str], int, str], RenderedPage],
     ) -> None:
         self.handler = handler
         self.forwarder = forwarder
@@ -250,10 +250,10 @@ class FastLane(ServerProtocol):
             assert transport is not None
             body = b"" if message.method == "HEAD" else answer.body
             if message.should_close or self._closing:
-                transport.write(b"".join((answer.wire_head, _CLOSE, date_line(), body)))
+                transport.write(one_write(answer.wire_head, body, connection=CLOSE))
                 transport.close()
                 return
-            transport.write(b"".join((answer.wire_head, date_line(), body)))
+            transport.write(one_write(answer.wire_head, body))
             self._answered()
         else:
             self._forward(answer)
@@ -349,9 +349,11 @@ class FastLane(ServerProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        page = self._lane.error_page(message, 500, "The proxy failed to handle the request.")
+        page = self._lane.error_page(
+            message.headers, 500, "The proxy failed to handle the request."
+        )
         body = b"" if message.method == "HEAD" else page.body
-        transport.write(b"".join((page.wire_head, _CLOSE, date_line(), body)))
+        transport.write(one_write(page.wire_head, body, connection=CLOSE))
 
     def _answered(self) -> None:
         """An answer was written and the connection stays: idle from now."""

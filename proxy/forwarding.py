@@ -95,9 +95,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 from aiohttp import HttpVersion11, WSMsgType, web
 from aiohttp.http import RawRequestMessage, RawResponseMessage
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_websocket import WSMessage, WSMessageTextBytes
-from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -111,7 +109,7 @@ from proxy.hopbyhop import (
     strip_hop_by_hop,
 )
 from proxy.pages import SERVER, status_phrase
-from proxy.prebuilt import PrebuiltResponse, date_line, fits
+from proxy.prebuilt import CLOSE, PrebuiltResponse, fits, one_write
 from proxy.settings import UpstreamSettings
 from proxy.upstreampool import (
     ConnectFailed,
@@ -119,7 +117,6 @@ from proxy.upstreampool import (
     InvalidResponse,
     UpstreamPool,
     UpstreamResponse,
-    framing_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -171,7 +168,6 @@ _SHARED_CACHE_CONTROLS: Final = ("CDN-Cache-Control", "Surrogate-Control")
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SERVER_LINE: Final = f"Server: {SERVER}\r\n".encode()
-_CLOSE: Final = b"Connection: close\r\n"
 
 _CLIENT_GONE: Final = 499
 """nginx's status for a request whose client closed the connection before the answer: no
@@ -402,10 +398,8 @@ class Forwarder:
             upstream = await pool.request(
                 request.method, target, headers, body, resend=resend, fresh=fresh
             )
-        except TimeoutError as exc:
-            return self._on_error(request, 504, self._timeout_reason(exc))
-        except aiohttp.ClientError as exc:
-            return self._failed(request, exc)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return self._failure_page(request, exc)
         try:
             return await self._relay_response(
                 request, upstream, private=private, extra_headers=extra_headers
@@ -467,27 +461,16 @@ class Forwarder:
         :func:`_prebuilt`), else relayed from a task."""
         pool = self._pool
         assert pool is not None
-        names = tuple(map(_first, message.raw_headers))
-        problem = framing_problem(message, names)
-        if problem is not None:
-            pool.drop(connection)
-            self._quick_continue(
-                exchange, functools.partial(self._answer_failure, exc=InvalidResponse(problem))
-            )
-            return
         request = exchange.message
         length = message.headers.get("Content-Length")
         if (
-            (payload is EMPTY_PAYLOAD or payload.is_eof())
-            and (
-                (length is not None and int(length) <= BUFFERED_BODY_MAX_BYTES)
-                or request.method == "HEAD"
-            )
+            payload.is_eof()
             and payload.exception() is None
+            and _read_whole(request.method, message.code, None if length is None else int(length))
         ):
             body = payload.read_nowait()
             built = _prebuilt(
-                message.code, message.reason, message.raw_headers, body, exchange.extra, names
+                message.code, message.reason, message.raw_headers, body, exchange.extra
             )
             if built is not None:
                 head, dated = built
@@ -495,13 +478,11 @@ class Forwarder:
                 self._slot_passes(exchange, None)
                 close = request.should_close
                 exchange.client.quick_answer(
-                    b"".join(
-                        (
-                            head,
-                            _CLOSE if close else b"",
-                            b"\r\n" if dated else date_line(),
-                            b"" if request.method == "HEAD" else body,
-                        )
+                    one_write(
+                        head,
+                        b"" if request.method == "HEAD" else body,
+                        connection=CLOSE if close else b"",
+                        dated=dated,
                     ),
                     close=close,
                 )
@@ -585,16 +566,21 @@ class Forwarder:
         else:
             self._holding[id(request)] = request
 
+    def _failure_page(
+        self, request: web.BaseRequest, exc: TimeoutError | aiohttp.ClientError
+    ) -> web.StreamResponse:
+        """The error page for an exchange that failed: 504 for a timeout, else 502 (or the
+        body's 413/408, see :meth:`_failed`)."""
+        if isinstance(exc, TimeoutError):
+            return self._on_error(request, 504, self._timeout_reason(exc))
+        return self._failed(request, exc)
+
     async def _answer_failure(
         self, request: web.BaseRequest, exc: BaseException
     ) -> web.StreamResponse:
-        """The error page for a quick exchange that failed without a resend."""
-        if isinstance(exc, TimeoutError):
-            return self._on_error(request, 504, self._timeout_reason(exc))
-        if isinstance(exc, HttpProcessingError):
-            return self._failed(request, InvalidResponse("the upstream's answer is not valid HTTP"))
-        if isinstance(exc, aiohttp.ClientError):
-            return self._failed(request, exc)
+        """:meth:`_failure_page` for a quick exchange (anything else is a bug: raised)."""
+        if isinstance(exc, TimeoutError | aiohttp.ClientError):
+            return self._failure_page(request, exc)
         raise exc
 
     async def _take_slot(
@@ -737,10 +723,7 @@ class Forwarder:
         private: bool,
         extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> web.StreamResponse:
-        length = upstream.content_length
-        if (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or _has_no_body(
-            request.method, upstream.status
-        ):
+        if _read_whole(request.method, upstream.status, upstream.content_length):
             try:
                 body = await upstream.read()
             except TimeoutError as exc:
@@ -1336,7 +1319,6 @@ def _prebuilt(
     raw_headers: tuple[tuple[bytes, bytes], ...],
     body: bytes,
     extra: tuple[tuple[str, str], ...],
-    names: tuple[bytes, ...] | None = None,
 ) -> tuple[bytes, bool] | None:
     """The head of the upstream's answer for a one-write relay, copied from the bytes the
     upstream sent (what :func:`_relayed_headers` keeps, without decoding and encoding
@@ -1355,7 +1337,7 @@ def _prebuilt(
         extra_lines = [f"{name}: {value}\r\n".encode() for name, value in extra] if extra else []
     except UnicodeEncodeError:
         return None
-    plan = _plan(tuple(map(_first, raw_headers)) if names is None else names, extra)
+    plan = _plan(tuple(map(_first, raw_headers)), extra)
     for index in plan.connections:
         if not _connection_options_ok(raw_headers[index][1]):
             return None
@@ -1396,16 +1378,8 @@ class _Plan:
     """Has a ``Content-Length``."""
 
 
-_PLANS: dict[tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]], _Plan] = {}
-_PLANS_MAX: Final = 256
-"""Plans kept (an upstream sends a handful of different lists of names)."""
-
-
+@functools.lru_cache(maxsize=256)  # an upstream sends a handful of different lists of names
 def _plan(names: tuple[bytes, ...], extra: tuple[tuple[str, str], ...]) -> _Plan:
-    key = (names, extra)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan
     replaced = {name.lower().encode() for name, _ in extra}
     kept: list[int] = []
     connections: list[int] = []
@@ -1425,11 +1399,7 @@ def _plan(names: tuple[bytes, ...], extra: tuple[tuple[str, str], ...]) -> _Plan
         elif lower == b"content-length":
             framed = True
         kept.append(index)
-    plan = _Plan(tuple(kept), tuple(connections), server, dated, framed)
-    if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.clear()
-    _PLANS[key] = plan
-    return plan
+    return _Plan(tuple(kept), tuple(connections), server, dated, framed)
 
 
 @functools.lru_cache(maxsize=64)
@@ -1463,8 +1433,12 @@ def _without_cookie(headers: list[tuple[str, str]], name: str) -> list[tuple[str
     return kept
 
 
-def _has_no_body(method: str, status: int) -> bool:
-    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+def _read_whole(method: str, status: int, length: int | None) -> bool:
+    """Whether an answer is read whole before it is relayed (then relayed in one write
+    when it can be): a known length up to :data:`BUFFERED_BODY_MAX_BYTES`, or no body."""
+    return (length is not None and length <= BUFFERED_BODY_MAX_BYTES) or (
+        method == "HEAD" or status in (204, 304) or 100 <= status < 200
+    )
 
 
 def _make_private(headers: CIMultiDict[str]) -> None:

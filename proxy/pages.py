@@ -103,7 +103,7 @@ from controller.snapshot import (
     describe_down,
     describe_route_down,
 )
-from controller.store import State
+from controller.store import Clock, State
 from controller.timefmt import as_utc
 from controller.timefmt import rfc3339_or_none as iso
 from proxy.catalogs import SOURCE_LANGUAGE, Catalogs, load_catalogs
@@ -353,41 +353,22 @@ class PageRenderer:
         state: State,
         fmt: PageFormat,
         *,
-        now: datetime,
+        now: datetime | Clock,
         language: str | None = None,
         causes: tuple[int, ...] | None = None,
     ) -> RenderedPage:
         """The 503 page for ``state`` in ``fmt`` and ``language`` (see :meth:`language`;
         None: the default language), naming only the causes at indexes ``causes`` of the
         verdict (:attr:`proxy.decision.Block.causes`; None: every cause); rendered on the
-        first call per generation."""
+        first call per generation.  ``now`` may be the clock itself, read only to render
+        (the request path then reads no clock for a page already rendered)."""
         lang = self._lang(language, fmt)
         key = (state.generation, fmt, lang, causes)
         page = self._pages.get(key)
         if page is not None:
             return page
-        return self._maintenance_page(state, key, now=now)
-
-    def rendered_page(
-        self,
-        state: State,
-        fmt: PageFormat,
-        *,
-        language: str | None = None,
-        causes: tuple[int, ...] | None = None,
-    ) -> RenderedPage | None:
-        """:meth:`maintenance_page` when it is rendered already (None: call that), without
-        the time it needs only to render."""
-        return self._pages.get((state.generation, fmt, self._lang(language, fmt), causes))
-
-    def _maintenance_page(
-        self,
-        state: State,
-        key: tuple[int, PageFormat, str, tuple[int, ...] | None],
-        *,
-        now: datetime,
-    ) -> RenderedPage:
-        _, fmt, lang, causes = key
+        if callable(now):
+            now = now()
         maintenance = state.maintenance
         if causes is not None:
             maintenance = maintenance.restricted(causes)

@@ -69,13 +69,12 @@ class PrebuiltResponse(web.StreamResponse):
             raise ConnectionResetError("the client went away")
         content = self._content
         if not response_written(self, request, len(content)):
-            connection = _CLOSE
+            connection = CLOSE
         elif request.version != HttpVersion11:
             connection = _KEEP_ALIVE  # an HTTP/1.0 client that asked to keep it
         else:
             connection = b""
-        end = b"\r\n" if self._dated else date_line()
-        transport.write(b"".join((self._head, connection, end, content)))
+        transport.write(one_write(self._head, content, connection=connection, dated=self._dated))
         if self._hang_up:
             request.protocol.force_close()  # the write above is flushed before the close
             return
@@ -88,8 +87,15 @@ class PrebuiltResponse(web.StreamResponse):
         return None
 
 
-_CLOSE: Final = b"Connection: close\r\n"
+CLOSE: Final = b"Connection: close\r\n"
 _KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
+
+
+def one_write(head: bytes, body: bytes, *, connection: bytes = b"", dated: bool = False) -> bytes:
+    """A whole answer as one block: ``head`` (status line and header lines, without
+    ``Date`` and the blank line), a ``connection`` line (:data:`CLOSE`, say), a ``Date``
+    line unless the head is ``dated``, the blank line, then ``body``."""
+    return b"".join((head, connection, b"\r\n" if dated else date_line(), body))
 
 
 class _DateLine:

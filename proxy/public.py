@@ -44,7 +44,7 @@ from proxy.bypass import BypassPolicy
 from proxy.conformance import UNSUPPORTED_VERSION, Refusal, must_close, refusal
 from proxy.connection import HardenedServer
 from proxy.cookie import cookie_values
-from proxy.decision import Block, Bypass, RequestView, Scopes, decide
+from proxy.decision import Block, Bypass, Decision, RequestView, Scopes, decide
 from proxy.fastlane import Lane
 from proxy.forwarded import client_address
 from proxy.forwarding import Forwarder
@@ -115,14 +115,22 @@ def page_response(page: RenderedPage) -> web.Response:
     return web.Response(status=page.status, body=page.body, headers=page.headers)
 
 
+def error_page(
+    renderer: PageRenderer, headers: CIMultiDictProxy[str], status: int, reason: str
+) -> RenderedPage:
+    """The error page (502, 504, 413, 431...) for a request with ``headers``, in the format
+    and language it accepts."""
+    fmt = negotiate(headers.get(hdrs.ACCEPT))
+    return renderer.error_page(
+        status, reason, fmt, renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
+    )
+
+
 def error_response(
     renderer: PageRenderer, request: web.BaseRequest, status: int, reason: str
 ) -> web.Response:
     """The error page (502, 504, 413, 431...) for ``request``, in the format it accepts."""
-    headers = request.headers
-    fmt = negotiate(headers.get(hdrs.ACCEPT))
-    language = renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
-    return page_response(renderer.error_page(status, reason, fmt, language))
+    return page_response(error_page(renderer, request.headers, status, reason))
 
 
 def refusal_response(refused: Refusal, request: web.BaseRequest) -> web.StreamResponse:
@@ -158,11 +166,7 @@ def head_refused_response(
     read."""
     if status == UNSUPPORTED_VERSION.status:
         return refusal_response(UNSUPPORTED_VERSION, request)
-    headers = request.headers
-    fmt = negotiate(headers.get(hdrs.ACCEPT))
-    page = renderer.error_page(
-        status, reason, fmt, renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
-    )
+    page = error_page(renderer, request.headers, status, reason)
     response = PrebuiltResponse(status=page.status, head=page.wire_head, body=page.body)
     response.force_close()
     return response
@@ -271,13 +275,7 @@ class PublicHandler:
         if not state.maintenance.active:
             s.metrics.requests.inc("forward")
             return Forward(message, path, announce)
-        decision = decide(
-            self._view_of(method, headers, remote, path),
-            state.maintenance,
-            s.policy,
-            now=time.time(),
-            scope=self._scopes_for(state),
-        )
+        decision = self._decide(self._view_of(method, headers, remote, path), state)
         if isinstance(decision, Block):
             if self._holds is not None and self._holds.deadline(decision, state) is not None:
                 return None
@@ -334,9 +332,7 @@ class PublicHandler:
             return await s.forwarder.forward(request, path=path, extra_headers=announce)
 
         view = self._view(request, path)
-        decision = decide(
-            view, state.maintenance, s.policy, now=time.time(), scope=self._scopes_for(state)
-        )
+        decision = self._decide(view, state)
         if isinstance(decision, Block) and self._holds is not None:
             # Hold-then-fail (proxy.hold): wait for a service that has just gone down. The
             # deadline (cached per generation) says whether this block is holdable at all,
@@ -348,13 +344,7 @@ class PublicHandler:
                     state,
                     decision,
                     deadline,
-                    lambda new: decide(
-                        view,
-                        new.maintenance,
-                        s.policy,
-                        now=time.time(),
-                        scope=self._scopes_for(new),
-                    ),
+                    lambda new: self._decide(view, new),
                 )
                 if held is None:  # the client has gone
                     return web.Response(status=499, reason="Client Closed Request")
@@ -381,13 +371,12 @@ class PublicHandler:
     ) -> RenderedPage:
         """The maintenance page for a request with ``headers`` blocked by ``causes``."""
         renderer = self._s.renderer
-        fmt = negotiate(headers.get(hdrs.ACCEPT))
-        language = renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
-        page = renderer.rendered_page(state, fmt, language=language, causes=causes)
-        if page is not None:  # (the clock is read only to render one)
-            return page
         return renderer.maintenance_page(
-            state, fmt, now=self._s.store.clock(), language=language, causes=causes
+            state,
+            negotiate(headers.get(hdrs.ACCEPT)),
+            now=self._s.store.clock,  # read only when the page is rendered
+            language=renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE)),
+            causes=causes,
         )
 
     async def forward(self, request: web.BaseRequest, forward: Forward) -> web.StreamResponse:
@@ -403,6 +392,12 @@ class PublicHandler:
         if request.method == "OPTIONS":
             return self._public_status.options(request, allow_headers="Last-Event-ID")
         return await self._stream.respond(request, self._public_status.cors_headers(request))
+
+    def _decide(self, view: RequestView, state: State) -> Decision:
+        """:func:`~proxy.decision.decide` for ``view`` under ``state``, now."""
+        return decide(
+            view, state.maintenance, self._s.policy, now=time.time(), scope=self._scopes_for(state)
+        )
 
     def _scopes_for(self, state: State) -> Scopes:
         """The scopes of ``state``'s verdict, compiled once per generation."""
@@ -592,21 +587,12 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
     settings = services.settings
     lane = None
     if settings.listen.fast_lane and log_options.get("access_log") is None:
-        renderer = services.renderer
-
-        def error_page(message: RawRequestMessage, status: int, reason: str) -> RenderedPage:
-            headers = message.headers
-            language = renderer.language(headers.get(hdrs.ACCEPT_LANGUAGE))
-            return renderer.error_page(
-                status, reason, negotiate(headers.get(hdrs.ACCEPT)), language
-            )
-
         lane = Lane(
             handler,
             services.forwarder,
             limits=settings.limits,
             metrics=services.metrics,
-            error_page=error_page,
+            error_page=functools.partial(error_page, services.renderer),
         )
     return HardenedServer(
         handler.handle,

@@ -94,9 +94,9 @@ class AnswerListener(Protocol):
         as much of the body as came in the same read (``payload.is_eof()``: all of it)."""
 
     def failed(self, connection: Connection, exc: BaseException) -> None:
-        """No answer will come: ``exc`` is what :meth:`UpstreamPool.request` would raise
-        (before its resend and its wrapping in :class:`InvalidResponse`).  Called soon after
-        the failure, never from inside the connection's own callbacks."""
+        """No answer will come, or one unfit to relay: ``exc`` is what
+        :meth:`UpstreamPool.request` would raise (before its resend).  Called soon after the
+        failure, never from inside the connection's own callbacks."""
 
 
 class Connection(UpstreamProtocol):
@@ -145,7 +145,11 @@ class Connection(UpstreamProtocol):
             listener = self.listener
             self.taken = self.listener = None
             assert listener is not None
-            listener.answered(self, *taken)
+            problem = _framing_problem(taken[0])
+            if problem is not None:
+                self.waker(listener.failed, self, InvalidResponse(problem))
+            else:
+                listener.answered(self, *taken)
 
     def answer_parsed(self, message: RawResponseMessage, payload: StreamReader) -> bool:
         if self.listener is None or self.taken is not None:
@@ -160,7 +164,7 @@ class Connection(UpstreamProtocol):
         listener = self.listener
         if listener is not None and self.taken is None:
             self.listener = None
-            self.waker(listener.failed, self, exc)
+            self.waker(listener.failed, self, _answer_error(exc))
 
 
 class UpstreamResponse:
@@ -342,11 +346,11 @@ class UpstreamPool:
                 continue
             except HttpProcessingError as exc:
                 self.drop(protocol, sender)
-                raise InvalidResponse("the upstream's answer is not valid HTTP") from exc
+                raise _answer_error(exc) from exc
             except BaseException:
                 self.drop(protocol, sender)
                 raise
-            problem = framing_problem(message)
+            problem = _framing_problem(message)
             if problem is not None:
                 self.drop(protocol, sender)
                 raise InvalidResponse(problem)
@@ -513,9 +517,17 @@ class UpstreamPool:
         return "".join(lines).encode("utf-8", "surrogateescape"), chunked
 
 
-def framing_problem(
-    message: RawResponseMessage, names: tuple[bytes, ...] | None = None
-) -> str | None:
+def _answer_error(exc: BaseException) -> BaseException:
+    """What a failed exchange raises: a parser's refusal as :class:`InvalidResponse`
+    (caused by it), anything else as it is."""
+    if isinstance(exc, HttpProcessingError):
+        error = InvalidResponse("the upstream's answer is not valid HTTP")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def _framing_problem(message: RawResponseMessage) -> str | None:
     """What makes an answer's head unfit to relay, which a parser let through (None: fit).
 
     The head is relayed field by field, so what the parser tolerated reaches the client:
@@ -523,11 +535,8 @@ def framing_problem(
     a client or cache that trims it reads as a second length; the pure-Python parser keeps
     two different ``Content-Length`` values.  RFC 9112 section 6.3 makes both, and a length
     next to ``Transfer-Encoding``, errors a proxy must not pass on (502).  One regular
-    expression over the joined raw names (``names``, when the caller has them), and two
-    lookups: about a microsecond per answer."""
-    if names is None:
-        names = tuple(map(_first, message.raw_headers))
-    if _NOT_A_TOKEN.search(b"".join(names)) is not None:
+    expression over the joined raw names, and two lookups: about a microsecond per answer."""
+    if _NOT_A_TOKEN.search(b"".join(map(_first, message.raw_headers))) is not None:
         return "a header field name that is not a token"
     headers = message.headers
     lengths = headers.getall("Content-Length", ())

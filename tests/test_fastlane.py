@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from proxy.forwarding import Forwarder
 from proxy.public import PublicHandler
@@ -92,11 +92,8 @@ def _answers_app() -> web.Application:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[TestServer]:
-    server = TestServer(_answers_app(), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+async def upstream(aiohttp_server: AiohttpServer) -> TestServer:
+    return await aiohttp_server(_answers_app())
 
 
 BROWSER = [
