@@ -35,6 +35,9 @@ The internals, written against aiohttp 3.14.x (:data:`SUPPORTED`):
   ``read``, ``should_close``, ``is_connected``, ``set_exception``, ``closed``; its
   ``data_received`` queueing each answer through ``feed_data``), and
   ``BaseProtocol._drain_helper`` (:func:`drain`): :mod:`proxy.upstreampool`'s connections;
+  its read timer (``_reschedule_timeout``, ``_drop_timeout``, ``_on_read_timeout``) and
+  ``BaseProtocol._reading_paused``, ``_buffer_paused``, replaced or read by
+  :class:`UpstreamProtocol` to save per-read work;
 - ``base_protocol.BaseProtocol`` with ``_pause_transport_reading`` and
   ``_resume_transport_reading`` (:class:`ServerProtocol`), and the server's parser class
   ``web_protocol.HttpRequestParser`` (:func:`server_request_parser`): :mod:`proxy.fastlane`'s
@@ -286,13 +289,70 @@ class UpstreamProtocol(client_proto.ResponseHandler):
     :meth:`answer_parsed` sees each answer as the parser completes its head, before it is
     queued, and may take it instead: ``ResponseHandler.data_received`` hands every parsed
     ``(message, payload)`` to ``self.feed_data`` (``DataQueue``'s), overridden here.  So an
-    answer can be used from ``data_received`` itself, without a task waiting in ``read()``."""
+    answer can be used from ``data_received`` itself, without a task waiting in ``read()``.
 
-    __slots__ = ()
+    Two per-read costs of aiohttp's are cut (``bench.instructions``, see bench/RESULTS.md):
+    its read timer (``_reschedule_timeout``, ``_drop_timeout``; kept as one deadline,
+    ``_on_read_timeout`` called when it passes) and ``resume_reading`` when nothing is
+    paused (``BaseProtocol._reading_paused``, ``_buffer_paused``)."""
+
+    __slots__ = ("_deadline", "_deadline_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._deadline: float | None = None
+        """When the read timeout fires (None: not running)."""
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
         if not self.answer_parsed(*data):
             super().feed_data(data, size)
+
+    # The read timeout, as a deadline.  aiohttp cancels its timer and schedules a new one on
+    # every read and at the start of every exchange (``_reschedule_timeout``), and cancels it
+    # at the end of every body (``_drop_timeout``): two timers made and two cancelled per
+    # answer.  Here those move a deadline, and one timer per connection, when it fires,
+    # either re-arms itself for the deadline (it moved) or calls aiohttp's
+    # ``_on_read_timeout`` (it passed).  Same timeouts, same exceptions.
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self.read_timeout
+        if not timeout:
+            self._deadline = None
+            return
+        loop = self._loop
+        self._deadline = deadline = loop.time() + timeout
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._deadline_reached)
+
+    def _drop_timeout(self) -> None:
+        self._deadline = None
+
+    def _deadline_reached(self) -> None:
+        self._deadline_timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        loop = self._loop
+        if loop.time() < deadline:
+            self._deadline_timer = loop.call_at(deadline, self._deadline_reached)
+            return
+        self._deadline = None
+        self._on_read_timeout()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        timer = self._deadline_timer
+        if timer is not None:
+            self._deadline_timer = None
+            timer.cancel()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # aiohttp's feeds the parser an empty read (to go on with bytes it held back while
+        # paused) and resumes the transport, and the end of a body and its read each call
+        # it, paused or not.  The parser holds bytes back only while reading is paused.
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
 
     def answer_parsed(self, message: RawResponseMessage, payload: StreamReader) -> bool:
         """Whether this answer was taken (else it is queued for ``read()``)."""
@@ -316,6 +376,20 @@ async def drain(protocol: UpstreamProtocol) -> None:
     aiohttp 3.x, what aiohttp's own writers await): a request body's backpressure.  Raises
     ``ConnectionResetError`` when the connection is gone."""
     await protocol._drain_helper()
+
+
+def _read_timer() -> bool:
+    """Whether aiohttp's client protocol still starts, re-arms and stops its read timeout
+    through ``_reschedule_timeout`` and ``_drop_timeout``, and times out with
+    ``_on_read_timeout`` (what :class:`UpstreamProtocol` overrides and calls)."""
+    cls = client_proto.ResponseHandler
+    start = getattr(cls, "start_timeout", None)  # (missing: "client_proto.ResponseHandler")
+    return (
+        (start is None or _reads(start, "_reschedule_timeout"))
+        and _reads(cls.data_received, "_reschedule_timeout")
+        and _reads(cls.data_received, "_drop_timeout")
+        and _reads(cls._reschedule_timeout, "_on_read_timeout")
+    )
 
 
 def _upstream_protocol() -> bool:
@@ -451,6 +525,10 @@ def _handler_slot(name: str) -> Internal:
     return Internal(f"RequestHandler.{name}", lambda: _is_slot(web.RequestHandler, name))
 
 
+def _protocol_slot(name: str) -> Internal:
+    return Internal(f"BaseProtocol.{name}", lambda: _is_slot(base_protocol.BaseProtocol, name))
+
+
 INTERNALS: Final[tuple[Internal, ...]] = (
     *(
         _handler_slot(name)
@@ -517,6 +595,8 @@ INTERNALS: Final[tuple[Internal, ...]] = (
         )
         for name in ("_pause_transport_reading", "_resume_transport_reading")
     ),
+    *(_protocol_slot(name) for name in ("_reading_paused", "_buffer_paused")),
+    Internal("ResponseHandler read timer", _read_timer),
 )
 """Every internal above, as :func:`check_aiohttp` verifies it."""
 

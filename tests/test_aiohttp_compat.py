@@ -159,6 +159,13 @@ TAKEN_AWAY: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         f"BaseProtocol.{name}": (lambda mp, name=name: mp.delattr(base_protocol.BaseProtocol, name))  # type: ignore[misc]
         for name in ("_pause_transport_reading", "_resume_transport_reading")
     },
+    **{
+        f"BaseProtocol.{name}": (lambda mp, name=name: mp.delattr(base_protocol.BaseProtocol, name))  # type: ignore[misc]
+        for name in ("_reading_paused", "_buffer_paused")
+    },
+    "ResponseHandler read timer": lambda mp: _rename_in(
+        mp, client_proto.ResponseHandler, "data_received", "_reschedule_timeout"
+    ),
 }
 """How each internal of :data:`INTERNALS` is taken away, as an aiohttp release could."""
 

@@ -21,8 +21,9 @@ What the upstream leg promises:
   with a body never is (502); a resend that breaks too gets the 502 page, never a third try;
 - timeouts: a head that never comes gets 504 after ``read_timeout_s``; a body that stalls
   after the head was relayed gives the client an incomplete response; ``read_timeout_s``
-  bounds silences, not whole responses; an upstream that never accepts gets 504 after
-  ``connect_timeout_s``; no timer fires on an idle pooled connection;
+  bounds silences, not whole responses, and each exchange's own (an earlier exchange's
+  timeout never cuts a later one on the same connection); an upstream that never accepts
+  gets 504 after ``connect_timeout_s``; no timer fires on an idle pooled connection;
 - bodies both ways arrive byte for byte, whatever their framing (length, chunked, until
   close); bodiless answers (HEAD, 204, 304) keep the connection usable; an early answer
   to an upload is relayed and its connection not reused; 1xx interim answers are skipped;
@@ -635,6 +636,37 @@ async def test_the_read_timeout_bounds_each_silence_not_the_whole_answer(
     started = loop.time()
     assert await _get(leg, "/trickle") == (200, "piece" * pieces)
     assert loop.time() - started > read_timeout_s  # longer in all than the timeout
+    assert leg.proxy.errors == []
+
+
+async def test_an_earlier_exchange_s_timeout_does_not_cut_the_next_one_on_its_connection(
+    make_leg: MakeLeg,
+) -> None:
+    """The second request on a pooled connection is answered after a silence that spans the
+    moment the first one's read timeout would have fired: the timeout counts from the
+    second request, so the answer arrives (on the same connection)."""
+    read_timeout_s, delay_s, silence_s = 0.3, 0.15, 0.25  # delay + silence > the timeout
+
+    async def slow_second(arrived: Arrived) -> bool:
+        await read_body(arrived)
+        if arrived.target == "/second":
+            silent = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(silence_s, silent.set_result, None)
+            await silent
+        arrived.link.send(named(arrived))
+        return True
+
+    leg = await make_leg(slow_second, read_timeout_s=read_timeout_s)
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    assert await _get(leg, "/first") == _ok("GET /first")
+    later = loop.create_future()
+    loop.call_at(started + delay_s, later.set_result, None)
+    await later
+    assert await _get(leg, "/second") == _ok("GET /second")
+    assert loop.time() - started > read_timeout_s  # past the first request's deadline
+    assert len(leg.upstream.links) == 1
     assert leg.proxy.errors == []
 
 
