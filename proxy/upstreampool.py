@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import operator
 import re
 import ssl
@@ -534,18 +535,28 @@ def _framing_problem(message: RawResponseMessage) -> str | None:
     llhttp keeps a field name with a space before its colon (``Content-Length : 5``), which
     a client or cache that trims it reads as a second length; the pure-Python parser keeps
     two different ``Content-Length`` values.  RFC 9112 section 6.3 makes both, and a length
-    next to ``Transfer-Encoding``, errors a proxy must not pass on (502).  One regular
-    expression over the joined raw names, and two lookups: about a microsecond per answer."""
-    if _NOT_A_TOKEN.search(b"".join(map(_first, message.raw_headers))) is not None:
-        return "a header field name that is not a token"
-    headers = message.headers
-    lengths = headers.getall("Content-Length", ())
-    if lengths:
-        if len(lengths) > 1 and len({length.strip() for length in lengths}) > 1:
+    next to ``Transfer-Encoding``, errors a proxy must not pass on (502).  What the field
+    names alone tell is worked out once per list of names (an upstream sends the same
+    names answer after answer); the values are looked at only when a length is repeated."""
+    problem, repeated_length = _names_problem(tuple(map(_first, message.raw_headers)))
+    if problem is None and repeated_length:
+        lengths = message.headers.getall("Content-Length")
+        if len({length.strip() for length in lengths}) > 1:
             return "two different Content-Length values"
-        if "Transfer-Encoding" in headers:
-            return "both Content-Length and Transfer-Encoding"
-    return None
+    return problem
+
+
+@functools.lru_cache(maxsize=256)
+def _names_problem(names: tuple[bytes, ...]) -> tuple[str | None, bool]:
+    """:func:`_framing_problem`'s verdict from the field names alone, and whether a
+    ``Content-Length`` is repeated (its values must then agree)."""
+    if _NOT_A_TOKEN.search(b"".join(names)) is not None:
+        return "a header field name that is not a token", False
+    lowered = [name.lower() for name in names]
+    lengths = lowered.count(b"content-length")
+    if lengths and b"transfer-encoding" in lowered:
+        return "both Content-Length and Transfer-Encoding", False
+    return None, lengths > 1
 
 
 def _send(
