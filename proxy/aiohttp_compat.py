@@ -316,7 +316,7 @@ class UpstreamProtocol(client_proto.ResponseHandler):
     # ``_on_read_timeout`` (it passed).  Same timeouts, same exceptions.
 
     def _reschedule_timeout(self) -> None:
-        timeout = self.read_timeout
+        timeout = self._read_timeout
         if not timeout:
             self._deadline = None
             return
@@ -380,8 +380,9 @@ async def drain(protocol: UpstreamProtocol) -> None:
 
 def _read_timer() -> bool:
     """Whether aiohttp's client protocol still starts, re-arms and stops its read timeout
-    through ``_reschedule_timeout`` and ``_drop_timeout``, and times out with
-    ``_on_read_timeout`` (what :class:`UpstreamProtocol` overrides and calls)."""
+    through ``_reschedule_timeout`` and ``_drop_timeout``, times out with
+    ``_on_read_timeout`` and keeps the timeout in ``_read_timeout`` (what
+    :class:`UpstreamProtocol` overrides, calls and reads)."""
     cls = client_proto.ResponseHandler
     start = getattr(cls, "start_timeout", None)  # (missing: "client_proto.ResponseHandler")
     return (
@@ -389,6 +390,7 @@ def _read_timer() -> bool:
         and _reads(cls.data_received, "_reschedule_timeout")
         and _reads(cls.data_received, "_drop_timeout")
         and _reads(cls._reschedule_timeout, "_on_read_timeout")
+        and _reads(getattr(cls.read_timeout, "fget", None), "_read_timeout")
     )
 
 

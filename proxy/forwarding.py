@@ -431,7 +431,7 @@ class Forwarder:
         if self._max_per_client:
             return False
         slots = self._slots
-        if slots is not None and slots.locked():
+        if slots is not None and not slots.free():
             return False
         pool = self._pool
         assert pool is not None, "Forwarder.start() was not awaited"
@@ -971,10 +971,18 @@ class _Slots(asyncio.Semaphore):
     """The pool's slots: an asyncio semaphore whose free slot can also be taken without
     awaiting (:mod:`proxy.fastlane`'s quick exchanges have no task to await in)."""
 
+    def free(self) -> bool:
+        """Whether a slot can be taken at once: ``not locked()`` (one is free and no task
+        waits for one), read from the semaphore's counter and queue of waiters (``_value``,
+        ``_waiters``) without the generator ``locked()`` runs on every call."""
+        if self._value <= 0:
+            return False
+        waiters = self._waiters
+        return not waiters or all(waiter.cancelled() for waiter in waiters)
+
     def take_free(self) -> None:
-        """Take a slot, which must be free (``not locked()``): what ``acquire()`` does
-        without suspending when one is (its counter, ``_value``, is the semaphore's)."""
-        assert not self.locked()
+        """Take a slot, which :meth:`free` said is: what ``acquire()`` does without
+        suspending when one is."""
         self._value -= 1
 
 

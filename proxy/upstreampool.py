@@ -490,32 +490,42 @@ class UpstreamPool:
         self, method: str, target: str, headers: Iterable[tuple[str, str]], has_body: bool
     ) -> tuple[bytes, bool]:
         """The request head as it goes out, and whether the body is sent chunked."""
-        lines = [f"{method} {self._base_path}{target} HTTP/1.1\r\n"]
-        append = lines.append
-        host = length = False
         authorization = self._authorization
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == "host":
-                host = True
-            elif lowered == "content-length":
-                length = True
-            elif lowered == "authorization" and authorization is not None:
-                continue  # the upstream URL's credentials replace the client's
-            append(f"{name}: {value}\r\n")
-        if not host:
-            append(f"Host: {self._host_header}\r\n")
-        if authorization is not None:
-            append(f"Authorization: {authorization}\r\n")
+        if authorization is None:
+            # One line per field, as they come; whether a Host and a Content-Length are
+            # among them is read from the lines lowered at once (a field line starts after
+            # a CRLF with its name and a colon: names have no spaces, values no CRLF).
+            fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+            lowered = "\r\n" + fields.lower()
+            host = "\r\nhost:" in lowered
+            length = "\r\ncontent-length:" in lowered
+        else:
+            lines = []
+            host = length = False
+            for name, value in headers:
+                lowered_name = name.lower()
+                if lowered_name == "host":
+                    host = True
+                elif lowered_name == "content-length":
+                    length = True
+                elif lowered_name == "authorization":
+                    continue  # the upstream URL's credentials replace the client's
+                lines.append(f"{name}: {value}\r\n")
+            fields = "".join(lines)
         chunked = has_body and not length
+        head = [f"{method} {self._base_path}{target} HTTP/1.1\r\n", fields]
+        if not host:
+            head.append(f"Host: {self._host_header}\r\n")
+        if authorization is not None:
+            head.append(f"Authorization: {authorization}\r\n")
         if chunked:
-            append("Transfer-Encoding: chunked\r\n")
+            head.append("Transfer-Encoding: chunked\r\n")
         elif not has_body and not length and method not in _NO_BODY_EXPECTED:
-            append("Content-Length: 0\r\n")
-        append("\r\n")
+            head.append("Content-Length: 0\r\n")
+        head.append("\r\n")
         # The server's parser decoded the client's bytes with surrogateescape: this sends
         # them on exactly as they came (it refused control characters and line breaks).
-        return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+        return "".join(head).encode("utf-8", "surrogateescape"), chunked
 
 
 def _answer_error(exc: BaseException) -> BaseException:
