@@ -729,6 +729,7 @@ def footprint(options: Options) -> dict[str, Any]:
         "startup_s": figures["lazy_startup_s"],
         "rss_ready_mib": figures["lazy_rss_ready_mib"],
         "rss_after_mib": figures["lazy_rss_after_mib"],
+        "private_ready_mib": figures.get("lazy_private_ready_mib"),
     }
 
 

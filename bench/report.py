@@ -82,6 +82,12 @@ def _footprint(results: Mapping[str, Any], field: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _private(footprint: Mapping[str, Any]) -> str:
+    """`` (of which N MiB private)`` when the footprint measured it (older results did not)."""
+    private = footprint.get("private_ready_mib")
+    return "" if private is None else f" (of which {float(private):.1f} MiB private, RssAnon)"
+
+
 def _two_workers_unavailable(results: Mapping[str, Any]) -> str | None:
     reason = results.get("two_workers", {}).get("not_measured")
     return None if reason is None else str(reason)
@@ -412,8 +418,8 @@ def render(results: Mapping[str, Any]) -> str:
                 f"footprint (bench.footprint: cluster mode, 1 worker, fake API server; medians "
                 f"of {footprint['rounds']} round(s)): start-up to ready "
                 f"{footprint['startup_s']:.3f} s, RSS {footprint['rss_ready_mib']:.1f} MiB "
-                f"after start-up, {footprint['rss_after_mib']:.1f} MiB after "
-                f"{footprint['requests']:,} requests ({footprint['errors']} non-200)",
+                f"after start-up{_private(footprint)}, {footprint['rss_after_mib']:.1f} MiB "
+                f"after {footprint['requests']:,} requests ({footprint['errors']} non-200)",
             ]
     lines += ["", "targets (issue 15's; RSS growth and reaction time from the earlier issues):"]
     for row in results["verdicts"]:

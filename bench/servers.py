@@ -95,11 +95,22 @@ def busy_cpu_seconds() -> float:
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` and its living descendants (``VmRSS``), in bytes."""
+    return _status_total(pid, "VmRSS:")
+
+
+def private_bytes(pid: int) -> int:
+    """The private part of :func:`rss_bytes` (``RssAnon``: heap, stacks, anonymous maps),
+    in bytes; the rest (``RssFile``) is pages of files (the interpreter, the extension
+    modules), which the kernel shares between every process that maps the same files."""
+    return _status_total(pid, "RssAnon:")
+
+
+def _status_total(pid: int, field: str) -> int:
     total = 0
     for member in descendants(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     total += int(line.split()[1]) * 1024
                     break
     return total

@@ -389,6 +389,17 @@ def test_render_two_cpus() -> None:
     assert "mwm RSS at the end of the soak, local mode, 1 worker" in text
 
 
+def test_render_footprint_private_memory() -> None:
+    """The footprint's private part is shown next to its RSS when it was measured (older
+    results without it render as before: see test_render_two_cpus)."""
+    results = passing()
+    results["footprint"]["private_ready_mib"] = 41.25
+    text = report.render(_document(results))
+    assert (
+        "RSS 45.0 MiB after start-up (of which 41.2 MiB private, RssAnon), 48.0 MiB after"
+    ) in text
+
+
 def test_render_footprint_error() -> None:
     results = passing()
     results["footprint"] = {"error": "bench.footprint exited with 2"}
@@ -401,7 +412,7 @@ def test_footprint_report_with_one_variant() -> None:
     """The harness runs bench.footprint with --variants lazy: no ratio to the other
     variants, the verdicts, and the medians the harness reads."""
     samples = [
-        Sample("lazy", startup_s, 45.0 + i, 47.0 + i, 1000, 0)
+        Sample("lazy", startup_s, 45.0 + i, 47.0 + i, 1000, 0, 30.0 + i)
         for i, startup_s in enumerate((0.9, 1.1, 0.95))
     ]
     table, figures = footprint_report(samples, 1000)
@@ -409,9 +420,12 @@ def test_footprint_report_with_one_variant() -> None:
         "lazy_startup_s": 0.95,
         "lazy_rss_ready_mib": 46.0,
         "lazy_rss_after_mib": 48.0,
+        "lazy_private_ready_mib": 31.0,
     }
     assert "| figure (median of 3) | cluster, lazy (kubelib) | target | lazy |" in table
     assert "| start-up to ready | 0.950 s | <= 1 s | PASS |" in table
+    # The private part is information: no target, no verdict.
+    assert "| of which private at start-up (RssAnon) | 31.0 MiB | - | - |" in table
     assert "whole" not in table
 
 
