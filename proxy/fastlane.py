@@ -4,10 +4,12 @@ aiohttp's server costs about as much per request as everything mwm does: a measu
 37 µs of CPU for a pre-rendered page, where the page is one dict lookup and one write
 (``bench/RESULTS.md``).  Nearly every request a maintenance proxy sees is the same
 kind: an HTTP/1.1 ``GET`` or ``HEAD`` without a body, its head whole in one read,
-forwarded or given the page.  :class:`FastLane` is the connection protocol of the public
-listener: it parses each read with the request parser aiohttp's server uses (llhttp's C
-parser, or the pure-Python one: :func:`~proxy.aiohttp_compat.server_request_parser`),
-with the same limits, so both read a request the same way; it asks
+forwarded or given the page (and the rest of such a client's requests, forms and API
+calls with small bodies among them, should stay on the lane).  :class:`FastLane` is the
+connection protocol of the public listener: it parses each read with the request parser
+aiohttp's server uses (llhttp's C parser, or the pure-Python one:
+:func:`~proxy.aiohttp_compat.server_request_parser`), with the same limits, so both read
+a request the same way; it asks
 :meth:`~proxy.public.PublicHandler.quick` for the answer, and
 
 - writes the maintenance page at once, from ``data_received``: no task, no request
@@ -16,9 +18,19 @@ with the same limits, so both read a request the same way; it asks
   :meth:`~proxy.forwarding.Forwarder.forward` (slots, resend, error pages, streaming and
   the send timeout included), with an aiohttp request built for it, and writes the answer
   as aiohttp's server does;
-- hands everything else to aiohttp's server: a read that is not exactly one such head
-  (a partial or pipelined head, a body, an upgrade, another method, HTTP/1.0, a head the
-  parser refuses, one over ``max_header_bytes``), and every request ``quick`` does not
+- answers a ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` with a body framed by its
+  ``Content-Length`` (or none), at most ``max_header_bytes`` with its head, with the
+  listener's handler (:meth:`~proxy.public.PublicHandler.handle`, everything it does included: the
+  page, holds, limits, forwarding) from a task, with the aiohttp request the listener's
+  request factory makes, and writes the answer as aiohttp's server does; the part of the
+  body still to come (a client may write a head and its body apart) is read into that
+  request as it comes, whatever the handler does meanwhile (its body timeout applies; a
+  client that leaves fails the body's reader at once, as with aiohttp's server).  A form
+  or an API call keeps its connection on the lane for the requests after it;
+- hands everything else to aiohttp's server: a read that is not exactly one such request
+  (a partial head, bytes of the next request, a chunked body, ``Expect``, an upgrade,
+  another method, HTTP/1.0, a head the parser refuses, a read or a request with its body
+  over ``max_header_bytes``), and every plain request ``quick`` does not
   answer (refusals, odd targets, the status and cookie paths, bypasses, holds).  The
   connection is then given, with the bytes just read, to a
   :class:`~proxy.connection.HardenedConnection` (``transport.set_protocol``) and stays
@@ -57,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from aiohttp import HttpVersion11, web
 from aiohttp.http import RawRequestMessage, StreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.aiohttp_compat import ServerProtocol, server_request_parser
@@ -69,14 +81,19 @@ from proxy.settings import LimitSettings
 if TYPE_CHECKING:
     from proxy.connection import HardenedConnection
     from proxy.forwarding import Forwarder
-    from proxy.public import Forward, PublicHandler
+    from proxy.public import Forward, PublicHandler, RequestFactory
 
 log = logging.getLogger(__name__)
 
 _PLAIN_METHODS: Final = frozenset({"GET", "HEAD"})
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Methods whose request with a body (within ``max_header_bytes`` with its head) the lane
+answers through the listener's handler (:meth:`FastLane._handle_body`) instead of handing
+the connection off."""
 _HEAD_END: Final = b"\r\n\r\n"
 _READ_BUFFER: Final = 2**16
-"""The parser's buffer size for a body it reads (the lane hands every body off)."""
+"""The parser's buffer size for a body it reads (at most ``max_header_bytes`` of head and
+body: a larger read is handed off)."""
 _MAX_PENDING: Final = 2**16
 """Bytes kept from a client pipelining behind a request in flight before reading pauses."""
 
@@ -92,8 +109,12 @@ class Lane:
         limits: LimitSettings,
         metrics: Metrics,
         error_page: Callable[[CIMultiDictProxy[str], int, str], RenderedPage],
+        request_factory: RequestFactory,
     ) -> None:
         self.handler = handler
+        self.request_factory = request_factory
+        """Makes the aiohttp request a whole request with a body is handled as (the one
+        aiohttp's server of this listener uses)."""
         self.forwarder = forwarder
         self.metrics = metrics
         self.error_page = error_page
@@ -129,6 +150,8 @@ class FastLane(ServerProtocol):
     """A public-listener connection served by the fast lane until it is handed off."""
 
     __slots__ = (
+        "_body",
+        "_body_missing",
         "_closing",
         "_deadline",
         "_event_loop",
@@ -163,6 +186,10 @@ class FastLane(ServerProtocol):
         """Set when the answer in flight is done (made for a shutdown waiting for it)."""
         self._pending: bytes | None = None
         """Bytes read while a request was in flight or writing was paused."""
+        self._body: StreamReader | None = None
+        """The body of the request being answered while some of it is still to come..."""
+        self._body_missing = 0
+        """...and how many bytes of it (read into it by the parser as they come)."""
         self._closing = False
         """Close once the answer in flight is written (shutdown)."""
         self._first = True
@@ -194,6 +221,16 @@ class FastLane(ServerProtocol):
         self._timer = self._event_loop.call_at(deadline, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
+        missing = self._body_missing
+        if missing:  # the rest of a body: to its request, whatever else is going on
+            body = data[:missing]
+            self._body_missing = missing = missing - len(body)
+            self._request_parser.feed_data(body)  # framed by its length: nothing to refuse
+            if not missing:
+                self._body = None
+            data = data[len(body) :]
+            if not data:
+                return
         if self.busy or self.writing_paused or self._pending is not None:
             self._keep(data)
             return
@@ -204,6 +241,11 @@ class FastLane(ServerProtocol):
         self._lane.connections.discard(self)
         self._stop_timer()
         self._pending = None
+        body = self._body
+        if body is not None:  # as aiohttp's server does: the handler reading it learns now
+            self._body = None
+            self._body_missing = 0
+            body.set_exception(exc if exc is not None else ConnectionResetError("Connection lost"))
 
     def pause_reading(self) -> None:
         """Called by a body's buffer in the parser: the lane hands every body off, so the
@@ -221,8 +263,13 @@ class FastLane(ServerProtocol):
 
     def _serve(self, data: bytes) -> None:
         lane = self._lane
-        if not data.endswith(_HEAD_END) or len(data) > lane.max_head_bytes:
-            self._hand_off(data)
+        # The read must hold one whole request and nothing after it: a head, then (a body
+        # method) exactly the body its Content-Length announces, or part of it.  Anything
+        # else (a partial head, bytes of the next request) is handed off with every byte
+        # read, and this parser, which may have taken some of them, is not used again.
+        whole_head = data.endswith(_HEAD_END)  # a plain request's read ends with its head
+        if len(data) > lane.max_head_bytes or not (whole_head or _HEAD_END in data):
+            self._hand_off(data)  # (a partial head is never parsed here: aiohttp's bounds it)
             return
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
@@ -233,13 +280,22 @@ class FastLane(ServerProtocol):
             self._hand_off(data)
             return
         message, payload = messages[0]
+        headers = message.headers
+        method = message.method
         if (
-            payload is not EMPTY_PAYLOAD
-            or message.method not in _PLAIN_METHODS
-            or message.version != HttpVersion11
+            message.version != HttpVersion11
             or message.upgrade
-            or "Upgrade" in message.headers  # the last request of its connection (conformance)
+            or "Upgrade" in headers  # the last request of its connection (conformance)
         ):
+            self._hand_off(data)
+            return
+        if method not in _PLAIN_METHODS:
+            if method in _BODY_METHODS and "Transfer-Encoding" not in headers:
+                self._serve_body(data, message, payload)
+            else:
+                self._hand_off(data)
+            return
+        if payload is not EMPTY_PAYLOAD or not whole_head:
             self._hand_off(data)
             return
         answer = lane.handler.quick(message, self._remote)
@@ -248,7 +304,7 @@ class FastLane(ServerProtocol):
         elif isinstance(answer, RenderedPage):
             transport = self.transport
             assert transport is not None
-            body = b"" if message.method == "HEAD" else answer.body
+            body = b"" if method == "HEAD" else answer.body
             if message.should_close or self._closing:
                 transport.write(one_write(answer.wire_head, body, connection=CLOSE))
                 transport.close()
@@ -257,6 +313,21 @@ class FastLane(ServerProtocol):
             self._answered()
         else:
             self._forward(answer)
+
+    def _serve_body(self, data: bytes, message: RawRequestMessage, payload: StreamReader) -> None:
+        """A request with a body, its head whole in ``data`` (parsed: ``message``)."""
+        headers = message.headers
+        length = headers.get("Content-Length") if payload is not EMPTY_PAYLOAD else "0"
+        if length is None or payload.exception() is not None or "Expect" in headers:
+            self._hand_off(data)
+            return
+        total = data.index(_HEAD_END) + len(_HEAD_END) + int(length)
+        if len(data) == total and payload.is_eof():
+            self._handle_body(message, payload, 0)
+        elif len(data) < total <= self._lane.max_head_bytes:
+            self._handle_body(message, payload, total - len(data))
+        else:
+            self._hand_off(data)
 
     def _forward(self, forward: Forward) -> None:
         """Forward a request: without a task when the forwarder can (an idle pooled
@@ -272,6 +343,20 @@ class FastLane(ServerProtocol):
             extra_headers=forward.announce,
         ):
             self.quick_continue(functools.partial(self._lane.handler.forward, forward=forward))
+
+    def _handle_body(self, message: RawRequestMessage, payload: StreamReader, missing: int) -> None:
+        """Answer a request with a body (a form, an API call) with the listener's handler,
+        from a task, as aiohttp's server would; ``missing`` bytes of the body are still to
+        come (a client may write a head and its body apart), read into ``payload`` as they
+        do, whatever the handler does meanwhile.  The connection stays on the lane."""
+        self.busy = True
+        self._message = message
+        if missing:
+            self._body = payload
+            self._body_missing = missing
+        self.task = self._event_loop.create_task(
+            self._respond(self._lane.handler.handle, payload), name="fast lane"
+        )
 
     # --- the forwarder's QuickClient ------------------------------------------------
 
@@ -290,10 +375,14 @@ class FastLane(ServerProtocol):
         self._done(keep=False)
 
     async def _respond(
-        self, respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+        self,
+        respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        payload: StreamReader | None = None,
     ) -> None:
         """Answer with ``respond``'s response to an aiohttp request for the request being
-        forwarded, written as aiohttp's server writes it."""
+        answered, written as aiohttp's server writes it: a request :meth:`quick` let through
+        (its message already as the request factory makes it), or, with its ``payload``, a
+        whole request with a body, made by the listener's request factory."""
         loop = self._event_loop
         task = self.task  # set before this coroutine's first step (current_task() would
         message = self._message  # cost a getpid() per call on Python 3.11)
@@ -304,9 +393,11 @@ class FastLane(ServerProtocol):
             # aiohttp's request reads its protocol's transport and the attributes above
             # (and hands the protocol to who asks: see force_close).
             protocol = cast(web.RequestHandler, self)
-            request = web.BaseRequest(
-                message, EMPTY_PAYLOAD, protocol, StreamWriter(self, loop), task, loop
-            )
+            writer = StreamWriter(self, loop)
+            if payload is None:
+                request = web.BaseRequest(message, EMPTY_PAYLOAD, protocol, writer, task, loop)
+            else:
+                request = self._lane.request_factory(message, payload, protocol, writer, task)
             response = await respond(request)
             await response.prepare(request)
             await response.write_eof()

@@ -585,6 +585,7 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
     under the compressed length), and the body limit counts the bytes on the wire."""
     handler = PublicHandler(services)
     settings = services.settings
+    request_factory = make_request(keep_routing_headers=settings.forwarded.keep_routing_headers)
     lane = None
     if settings.listen.fast_lane and log_options.get("access_log") is None:
         lane = Lane(
@@ -593,6 +594,7 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
             limits=settings.limits,
             metrics=services.metrics,
             error_page=functools.partial(error_page, services.renderer),
+            request_factory=request_factory,
         )
     return HardenedServer(
         handler.handle,
@@ -600,7 +602,7 @@ def build_public_server(services: Services, **log_options: Any) -> web.Server:
         refuse=functools.partial(head_refused_response, services.renderer),
         metrics=services.metrics,
         lane=lane,
-        request_factory=make_request(keep_routing_headers=settings.forwarded.keep_routing_headers),
+        request_factory=request_factory,
         auto_decompress=False,
         **log_options,
     )

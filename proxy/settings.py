@@ -155,8 +155,9 @@ class ListenSettings(SettingsGroup):
     has its own watches (see proxy/workers.py)."""
     fast_lane: bool = True
     """Serve the common request (a keep-alive HTTP/1.1 GET or HEAD without a body, forwarded
-    or given the page) on the public listener's own connection protocol rather than
-    aiohttp's server: the same answers at a fraction of the CPU (see proxy/fastlane.py).
+    or given the page; a small form or API call, its body framed by its length) on the
+    public listener's own connection protocol rather than aiohttp's server: the same
+    answers at a fraction of the CPU (see proxy/fastlane.py).
     Off when the access log is on; ``false`` sends every request through aiohttp's server."""
 
 

@@ -16,12 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from proxy.fastlane import FastLane
 from proxy.forwarding import Forwarder
 from proxy.public import PublicHandler
 from tests.conftest import ProxyFactory, RunningProxy, echo_app
 from tests.promises.rawhttp import RawResponse, exchange, parse_responses, request
 
 LANE_OFF = {"MWM_LISTEN__FAST_LANE": "false"}
+_FORM = "application/x-www-form-urlencoded"
 
 
 HELD = web.AppKey("held", asyncio.Event)
@@ -135,11 +137,32 @@ SEQUENCES = {
             ],
         )
     ],
-    "a GET, then a POST with a body, then a GET (handed off mid-way)": [
+    "a GET, then a POST with a body, then a GET": [
         request("GET", "/before", close=False),
         request("POST", "/post", body=b"hello", close=False),
         request("GET", "/after"),
     ],
+    "a form POST with its body, then a GET on the same connection": [
+        request("POST", "/form", [("Content-Type", _FORM)], body=b"name=x&y=1", close=False),
+        request("GET", "/after"),
+    ],
+    "PUT, PATCH and DELETE with bodies, then a DELETE and a POST without one": [
+        request(
+            "PUT", "/item/1", [("Content-Type", "application/json")], body=b'{"a":1}', close=False
+        ),
+        request("PATCH", "/item/1", body=b'{"b":2}', close=False),
+        request("DELETE", "/item/1", body=b"why", close=False),
+        request("DELETE", "/item/2", close=False),
+        request("POST", "/empty", [("Content-Length", "0")]),
+    ],
+    "a POST asking for 100-continue (handed off)": [
+        request("POST", "/expect", [("Expect", "100-continue")], body=b"data")
+    ],
+    "a chunked POST (handed off)": [
+        b"POST /chunked HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    ],
+    "an OPTIONS with a body (handed off)": [request("OPTIONS", "/o", body=b"x")],
     "an absolute-form target": [request("GET", "http://proxy.test/abs")],
     "an Upgrade without Connection: upgrade (answered, then the connection ends)": [
         request("GET", "/up", [("Upgrade", "h2c")], close=False)
@@ -232,6 +255,10 @@ def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
 
 PAGE_SEQUENCES = {
     "HTML": [request("GET", "/shop", BROWSER)],
+    "a form POST, then a GET": [
+        request("POST", "/shop", [*BROWSER, ("Content-Type", _FORM)], body=b"q=1", close=False),
+        request("GET", "/shop", BROWSER),
+    ],
     "JSON": [request("GET", "/api", [("Accept", "application/json")])],
     "HEAD": [request("HEAD", "/shop", BROWSER)],
     "keep-alive": [request("GET", "/a", close=False), request("GET", "/b", BROWSER)],
@@ -255,6 +282,123 @@ async def test_the_page_is_the_same_with_and_without_the_lane(
         answers.append(await _exchange_each(proxy.public_port, sequence))
     with_lane, without = answers
     assert with_lane[-1].status == 503
+    assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
+
+
+async def test_a_post_and_the_request_behind_it_in_one_write_are_answered_in_order(
+    start_proxy: ProxyFactory,
+) -> None:
+    """A request with its body and the next one in the same read (handed to aiohttp's
+    server): both answered, the same with the lane as without."""
+    pipelined = request("POST", "/first", body=b"one", close=False) + request("GET", "/second")
+    answers = []
+    for proxy in await _both(start_proxy):
+        answers.append(await exchange(proxy.public_port, pipelined))
+    with_lane, without = answers
+    assert [(r.json()["method"], r.json()["body"]) for r in with_lane] == [
+        ("POST", "one"),
+        ("GET", ""),
+    ]
+    assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
+
+
+async def test_a_connection_that_sent_a_body_stays_on_the_lane(
+    start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A form, an API call: a request whose whole body came with its head is answered on
+    the lane's connection, and the requests after it are served there too (no hand-off to
+    aiohttp's server)."""
+    handed_off: list[bytes] = []
+    original = FastLane._hand_off
+
+    def spy(self: FastLane, data: bytes) -> None:
+        handed_off.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(FastLane, "_hand_off", spy)
+    proxy = await start_proxy()
+    responses = await _exchange_each(
+        proxy.public_port,
+        [
+            request("POST", "/form", [("Content-Type", _FORM)], body=b"a=1", close=False),
+            request("GET", "/page", close=False),
+            request("DELETE", "/item/7", close=False),
+            request("PUT", "/item/7", body=b"{}"),
+        ],
+    )
+    assert [(r.status, r.json()["method"], r.json()["body"]) for r in responses] == [
+        (200, "POST", "a=1"),
+        (200, "GET", ""),
+        (200, "DELETE", ""),
+        (200, "PUT", "{}"),
+    ]
+    assert handed_off == []
+
+
+@pytest.fixture
+def hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The bytes each connection was handed to aiohttp's server with, recorded."""
+    handed_off: list[bytes] = []
+    original = FastLane._hand_off
+
+    def spy(self: FastLane, data: bytes) -> None:
+        handed_off.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(FastLane, "_hand_off", spy)
+    return handed_off
+
+
+async def _round_trip(proxy: RunningProxy) -> None:
+    """One answer from the proxy's event loop: what was sent to it before has been read."""
+    async with proxy.session.get(f"{proxy.management_url}/healthz") as response:
+        assert response.status == 200
+
+
+async def test_a_body_written_apart_from_its_head_is_put_together_on_the_lane(
+    start_proxy: ProxyFactory, hand_offs: list[bytes]
+) -> None:
+    """Many clients write a head, then its body: the lane reads the rest of the body into
+    the request it is answering as it comes, and the connection stays on the lane."""
+    proxy = await start_proxy()
+    post = request("POST", "/form", [("Content-Type", _FORM)], body=b"name=x&y=1", close=False)
+    head, body = post[: post.index(b"\r\n\r\n") + 4], post[post.index(b"\r\n\r\n") + 4 :]
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        await _round_trip(proxy)  # the head has been read alone
+        writer.write(body[:4])
+        await writer.drain()
+        await _round_trip(proxy)
+        writer.write(body[4:] + request("GET", "/after"))
+        async with asyncio.timeout(10):
+            while True:  # until the proxy closes (the GET asked for it)
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                head += chunk
+    finally:
+        writer.close()
+    responses = parse_responses(head[len(post) - len(body) :])
+    assert [(r.status, r.json()["method"], r.json()["body"]) for r in responses] == [
+        (200, "POST", "name=x&y=1"),
+        (200, "GET", ""),
+    ]
+    assert hand_offs == []
+
+
+async def test_a_body_over_the_limit_gets_413_on_the_lane_too(start_proxy: ProxyFactory) -> None:
+    """``MWM_LIMITS__MAX_BODY_BYTES`` holds for a whole body the lane answers: the same
+    413 as aiohttp's server gives, and the upstream never sees the request."""
+    limit = {"MWM_LIMITS__MAX_BODY_BYTES": "4"}
+    answers = []
+    for proxy in await _both(start_proxy, limit):
+        answers.append(
+            await _exchange_each(proxy.public_port, [request("POST", "/big", body=b"12345")])
+        )
+    with_lane, without = answers
+    assert [r.status for r in with_lane] == [413]
     assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
 
 

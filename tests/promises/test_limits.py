@@ -309,6 +309,21 @@ async def test_a_body_that_stops_arriving_is_cut_with_408_and_frees_the_upstream
     assert 'mwm_requests_rejected_total{status="408"} 1' in await metrics(proxy)
 
 
+async def test_a_client_that_leaves_in_the_middle_of_its_body_aborts_the_upstream_request_at_once(
+    start_proxy: ProxyFactory, raw_upstream: RawUpstream
+) -> None:
+    """Not after the body timeout: the upstream sees its request end as soon as the client
+    has gone, and nothing of it is taken for a whole request."""
+    proxy = await start(start_proxy, raw_upstream, {"MWM_LIMITS__BODY_TIMEOUT_S": "60"})
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\n" + b"b" * 10)
+    await asyncio.wait_for(raw_upstream.arrived.wait(), 10)
+    writer.close()
+    await asyncio.wait_for(raw_upstream.ended.wait(), 10)  # the body timeout would be 60 s
+    assert raw_upstream.requests == []
+    await _healthy_request(proxy)
+
+
 async def test_expect_100_continue_over_the_limit_gets_413_before_the_body_is_sent(
     start_proxy: ProxyFactory, raw_upstream: RawUpstream
 ) -> None:
