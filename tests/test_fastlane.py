@@ -302,12 +302,9 @@ async def test_a_post_and_the_request_behind_it_in_one_write_are_answered_in_ord
     assert [_comparable(r) for r in with_lane] == [_comparable(r) for r in without]
 
 
-async def test_a_connection_that_sent_a_body_stays_on_the_lane(
-    start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A form, an API call: a request whose whole body came with its head is answered on
-    the lane's connection, and the requests after it are served there too (no hand-off to
-    aiohttp's server)."""
+@pytest.fixture
+def hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The bytes each connection was handed to aiohttp's server with, recorded."""
     handed_off: list[bytes] = []
     original = FastLane._hand_off
 
@@ -316,6 +313,15 @@ async def test_a_connection_that_sent_a_body_stays_on_the_lane(
         original(self, data)
 
     monkeypatch.setattr(FastLane, "_hand_off", spy)
+    return handed_off
+
+
+async def test_a_connection_that_sent_a_body_stays_on_the_lane(
+    start_proxy: ProxyFactory, hand_offs: list[bytes]
+) -> None:
+    """A form, an API call: a request whose whole body came with its head is answered on
+    the lane's connection, and the requests after it are served there too (no hand-off to
+    aiohttp's server)."""
     proxy = await start_proxy()
     responses = await _exchange_each(
         proxy.public_port,
@@ -332,21 +338,7 @@ async def test_a_connection_that_sent_a_body_stays_on_the_lane(
         (200, "DELETE", ""),
         (200, "PUT", "{}"),
     ]
-    assert handed_off == []
-
-
-@pytest.fixture
-def hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The bytes each connection was handed to aiohttp's server with, recorded."""
-    handed_off: list[bytes] = []
-    original = FastLane._hand_off
-
-    def spy(self: FastLane, data: bytes) -> None:
-        handed_off.append(data)
-        original(self, data)
-
-    monkeypatch.setattr(FastLane, "_hand_off", spy)
-    return handed_off
+    assert hand_offs == []
 
 
 async def _round_trip(proxy: RunningProxy) -> None:
