@@ -92,8 +92,9 @@ answers through the listener's handler (:meth:`FastLane._handle_body`) instead o
 the connection off."""
 _HEAD_END: Final = b"\r\n\r\n"
 _READ_BUFFER: Final = 2**16
-"""The parser's buffer size for a body it reads (at most ``max_header_bytes`` of head and
-body: a larger read is handed off)."""
+"""The parser's buffer size for a body it reads; also the most a request with the part of
+its body still to come may be (and at most ``max_header_bytes``) for the lane to wait for
+that part."""
 _MAX_PENDING: Final = 2**16
 """Bytes kept from a client pipelining behind a request in flight before reading pauses."""
 
@@ -248,8 +249,9 @@ class FastLane(ServerProtocol):
             body.set_exception(exc if exc is not None else ConnectionResetError("Connection lost"))
 
     def pause_reading(self) -> None:
-        """Called by a body's buffer in the parser: the lane hands every body off, so the
-        transport is not paused for it."""
+        """Called by a body's buffer in the parser past twice its limit (``_READ_BUFFER``):
+        a body the lane waits for is at most that limit (aiohttp's server takes the larger
+        ones), so the transport is never paused for it."""
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         """See :meth:`pause_reading`."""
@@ -324,7 +326,7 @@ class FastLane(ServerProtocol):
         total = data.index(_HEAD_END) + len(_HEAD_END) + int(length)
         if len(data) == total and payload.is_eof():
             self._handle_body(message, payload, 0)
-        elif len(data) < total <= self._lane.max_head_bytes:
+        elif len(data) < total <= min(self._lane.max_head_bytes, _READ_BUFFER):
             self._handle_body(message, payload, total - len(data))
         else:
             self._hand_off(data)
