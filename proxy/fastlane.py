@@ -356,9 +356,7 @@ class FastLane(ServerProtocol):
         if missing:
             self._body = payload
             self._body_missing = missing
-        self.task = self._event_loop.create_task(
-            self._respond(self._lane.handler.handle, payload), name="fast lane"
-        )
+        self._respond_from_task(self._lane.handler.handle, payload)
 
     # --- the forwarder's QuickClient ------------------------------------------------
 
@@ -371,7 +369,15 @@ class FastLane(ServerProtocol):
     def quick_continue(
         self, respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
     ) -> None:
-        self.task = self._event_loop.create_task(self._respond(respond), name="fast lane")
+        self._respond_from_task(respond)
+
+    def _respond_from_task(
+        self,
+        respond: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        payload: StreamReader | None = None,
+    ) -> None:
+        """Answer the request in flight with :meth:`_respond`, from a task of its own."""
+        self.task = self._event_loop.create_task(self._respond(respond, payload), name="fast lane")
 
     def quick_abandoned(self) -> None:
         self._done(keep=False)

@@ -491,27 +491,15 @@ class UpstreamPool:
     ) -> tuple[bytes, bool]:
         """The request head as it goes out, and whether the body is sent chunked."""
         authorization = self._authorization
-        if authorization is None:
-            # One line per field, as they come; whether a Host and a Content-Length are
-            # among them is read from the lines lowered at once (a field line starts after
-            # a CRLF with its name and a colon: names have no spaces, values no CRLF).
-            fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
-            lowered = "\r\n" + fields.lower()
-            host = "\r\nhost:" in lowered
-            length = "\r\ncontent-length:" in lowered
-        else:
-            lines = []
-            host = length = False
-            for name, value in headers:
-                lowered_name = name.lower()
-                if lowered_name == "host":
-                    host = True
-                elif lowered_name == "content-length":
-                    length = True
-                elif lowered_name == "authorization":
-                    continue  # the upstream URL's credentials replace the client's
-                lines.append(f"{name}: {value}\r\n")
-            fields = "".join(lines)
+        if authorization is not None:  # the upstream URL's credentials replace the client's
+            headers = [(name, value) for name, value in headers if name.lower() != "authorization"]
+        # One line per field, as they come; whether a Host and a Content-Length are among
+        # them is read from the lines lowered at once (a field line starts after a CRLF with
+        # its name and a colon: names have no spaces, values no CRLF).
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        lowered = "\r\n" + fields.lower()
+        host = "\r\nhost:" in lowered
+        length = "\r\ncontent-length:" in lowered
         chunked = has_body and not length
         head = [f"{method} {self._base_path}{target} HTTP/1.1\r\n", fields]
         if not host:
