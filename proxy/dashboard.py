@@ -60,6 +60,7 @@ from proxy.csp import policy_for
 from proxy.history import Transition, TransitionHistory, summarize
 from proxy.metrics import BypassCounts
 from proxy.settings import ManagementSettings, PageSettings, env_name
+from proxy.templatecache import CompiledTemplates
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +287,15 @@ class DashboardTemplates:
         (log.error if error else log.warning)("%s", problem)
 
 
+_COMPILED = CompiledTemplates()
+"""The dashboard environments' compiled templates (:mod:`proxy.templatecache`): every
+environment :func:`_environment` makes has the same options."""
+
+
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
+        bytecode_cache=_COMPILED,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

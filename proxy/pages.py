@@ -88,7 +88,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.bccache
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.support import NullTranslations
@@ -111,6 +110,7 @@ from proxy.catalogs import builtin_template_dir as builtin_template_dir
 from proxy.csp import policy_for
 from proxy.negotiation import PageFormat, negotiate_language
 from proxy.settings import PageSettings, env_name
+from proxy.templatecache import CompiledTemplates
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,6 @@ class PageRenderer:
                 [jinja2.FileSystemLoader(self._override_dir), self._builtin_loader]
             )
         self._envs: dict[tuple[bool, str], jinja2.Environment] = {}
-        self._compiled = _CompiledTemplates()
         self._reported: set[str] = set()
         self._pages: dict[tuple[int, PageFormat, str, tuple[int, ...] | None], RenderedPage] = {}
         self._pages_generation = -1
@@ -317,7 +316,7 @@ class PageRenderer:
         env = self._envs.get((user, lang))
         if env is None:
             loader = self._user_loader if user and self._user_loader else self._builtin_loader
-            env = _environment(loader, self._catalogs.get(lang), self._compiled)
+            env = _environment(loader, self._catalogs.get(lang))
             self._envs[(user, lang)] = env
         return env
 
@@ -454,8 +453,16 @@ class PageRenderer:
         return RenderedPage(status=MAINTENANCE_STATUS, body=body, headers=tuple(headers))
 
     def _maintenance_context(
-        self, maintenance: Maintenance, *, until: datetime | None, dated: bool, lang: str
+        self,
+        maintenance: Maintenance,
+        *,
+        until: datetime | None,
+        dated: bool,
+        lang: str,
+        dates_lang: str | None = None,
     ) -> dict[str, Any]:
+        """The template context of a maintenance page in ``lang``; its end for humans
+        (``until_text``) in ``dates_lang``'s words when given."""
         settings = self._settings
         since = as_utc(maintenance.since) if maintenance.since is not None else None
         translations = self._catalogs.get(lang)
@@ -479,7 +486,7 @@ class PageRenderer:
             "until_http": format_datetime(_ceil_to_second(until), usegmt=True)
             if until is not None
             else None,
-            "until_text": _human(until, lang) if until is not None else None,
+            "until_text": _human(until, dates_lang or lang) if until is not None else None,
             "since_iso": iso(since),
             "retry_after_s": None if dated else settings.retry_after_s,
             "services": list(maintenance.affected_services) if settings.show_services else [],
@@ -580,7 +587,13 @@ class PageRenderer:
         emit(template, problem)
 
     def _sample_contexts(self, lang: str) -> list[tuple[str, dict[str, Any]]]:
-        """Contexts as serving would build them, covering the optional values both ways."""
+        """Contexts as serving would build them, covering the optional values both ways.
+
+        A sample's end is written in the source language's words: to a template it is a
+        string like any other, and writing it in another language's would load Babel's
+        calendar data for that language (about 2.5 MiB and 40-110 ms each, kept for the
+        process's life) at every start-up, where serving loads it only for a page with a
+        window's end in that language."""
         now = datetime.now(UTC).replace(microsecond=0)
         # An outage has services but no end; a window has an end but no services.
         outage = Maintenance(
@@ -625,7 +638,11 @@ class PageRenderer:
             for maintenance in (outage, window, scoped, OFF):  # OFF: no causes, no end, no start
                 until = maintenance.until
                 context = self._maintenance_context(
-                    maintenance, until=until, dated=until is not None, lang=lang
+                    maintenance,
+                    until=until,
+                    dated=until is not None,
+                    lang=lang,
+                    dates_lang=SOURCE_LANGUAGE,
                 )
                 samples.append((name, context))
         for name in _ERROR_TEMPLATES.values():
@@ -636,32 +653,15 @@ class PageRenderer:
         return samples
 
 
-class _CompiledTemplates(jinja2.BytecodeCache):
-    """Compiled templates shared by a renderer's environments, in memory: one environment
-    per language (and per override or built-in) would otherwise compile every template once
-    per language (most of the start-up check's time).  Sharing is sound because every
-    environment :func:`_environment` makes has the same options (so the same generated code
-    for the same source); a template is keyed by its name and file, and its source's
-    checksum is checked on every load."""
-
-    def __init__(self) -> None:
-        self._code: dict[str, bytes] = {}
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        code = self._code.get(bucket.key)
-        if code is not None:
-            bucket.bytecode_from_string(code)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        self._code[bucket.key] = bucket.bytecode_to_string()
+_COMPILED = CompiledTemplates()
+"""The page environments' compiled templates (:mod:`proxy.templatecache`): every environment
+:func:`_environment` makes has the same options, whatever its renderer, language or loader."""
 
 
-def _environment(
-    loader: jinja2.BaseLoader, translations: NullTranslations, compiled: _CompiledTemplates
-) -> jinja2.Environment:
+def _environment(loader: jinja2.BaseLoader, translations: NullTranslations) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
-        bytecode_cache=compiled,
+        bytecode_cache=_COMPILED,
         extensions=["jinja2.ext.i18n"],
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm", "xml"), default_for_string=True, default=False

@@ -26,6 +26,7 @@ import jinja2
 import pytest
 from aiohttp.test_utils import TestServer
 
+import proxy.pages
 from proxy.catalogs import LOCALE_DIR, catalog_files, missing_translations
 from proxy.negotiation import CACHE_SIZE, _language_cached, negotiate_language
 from proxy.pages import TRANSLATED_TEXTS, PageRenderer, builtin_template_dir
@@ -120,6 +121,30 @@ def test_the_end_is_written_in_the_pages_language_before_the_script_localizes_it
         '<time id="mwm-until" datetime="2025-01-31T22:00:00Z">'
         "Freitag, 31. Januar 2025, 22:00 UTC</time>"
     ) in text_of(page)
+
+
+def test_the_start_up_check_loads_no_calendar_of_another_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Babel's calendar data for a language is about 2.5 MiB, kept for the process's life:
+    # the check at every start-up must not load it; a page with a window's end in that
+    # language does, when it is served.
+    calendars: list[str] = []
+    real = proxy.pages.format_date
+
+    def format_date(*args: Any, locale: Any, **kwargs: Any) -> str:
+        calendars.append(str(locale))
+        return real(*args, locale=locale, **kwargs)
+
+    monkeypatch.setattr(proxy.pages, "format_date", format_date)
+    pages = PageRenderer(PageSettings())
+
+    assert pages.check() == []
+    assert calendars == []
+
+    page = pages.maintenance_page(state(window()), HTML, now=NOW, language="fr")
+    assert calendars == ["fr"]
+    assert "vendredi 31 janvier 2025, 22:00 UTC" in text_of(page)
 
 
 def test_french_text_page_and_plural_reason() -> None:

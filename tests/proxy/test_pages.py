@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,9 +30,10 @@ from controller.snapshot import (
     describe_down,
 )
 from controller.store import SnapshotStore, State
+from proxy.dashboard import check_template as check_dashboard_template
 from proxy.negotiation import PageFormat
 from proxy.pages import PageRenderer, RenderedPage, builtin_template_dir
-from proxy.settings import PageSettings
+from proxy.settings import ManagementSettings, PageSettings
 
 NOW = datetime(2025, 1, 31, 21, 0, tzinfo=UTC)
 UNTIL = datetime(2025, 1, 31, 22, 0, tzinfo=UTC)
@@ -419,6 +421,37 @@ def test_builtin_templates_are_found_and_pass_check() -> None:
 
     assert (directory / "maintenance.html").is_file()
     assert renderer().check() == []
+
+
+def test_a_later_check_compiles_no_template_an_earlier_one_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``mwm run`` checks the templates in the CLI, then again in the server it starts, in
+    # one process: the second check reuses the first's code; a changed file is compiled again.
+    overrides = write(tmp_path / "tpl", {"maintenance.txt": "{{ title }}\n"})
+    management, page_settings = ManagementSettings(), PageSettings(template_dir=overrides)
+    assert renderer(template_dir=overrides).check() == []
+    assert check_dashboard_template(management, page_settings) == []
+    compiled: list[str] = []
+    real = jinja2.Environment.compile
+
+    def compile(env: jinja2.Environment, source: str, name: str, *args: Any) -> Any:
+        compiled.append(name)
+        return real(env, source, name, *args)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", compile)
+
+    assert renderer(template_dir=overrides).check() == []
+    assert check_dashboard_template(management, page_settings) == []
+    assert compiled == []
+
+    (overrides / "maintenance.txt").write_text("{{ title }}, again\n")
+    pages = renderer(template_dir=overrides)
+    assert pages.check() == []
+    assert compiled == ["maintenance.txt"]
+    assert (
+        text_of(pages.maintenance_page(state(), TEXT, now=NOW)) == "Down for maintenance, again\n"
+    )
 
 
 def test_working_override_is_used(tmp_path: Path) -> None:
