@@ -15,6 +15,11 @@ Kubernetes client; the floor, for reference), and for each:
 - *RSS after N requests*: after ``--requests`` proxied ``GET /`` (default 20,000, over
   ``--concurrency`` keep-alive connections; the harness's soak does 1 M).
 
+After the rounds, the *dependency floor* (:func:`dependency_floor`): the third-party modules
+mwm's start-up imports (from site-packages; kubernetes-asyncio left out, which mwm loads only
+in part), imported alone by a fresh interpreter, no code of mwm's; its RSS and private part
+say how much of mwm's is its dependencies' (the issue's 50 MiB is below this floor).
+
 ``--variants lazy`` measures mwm as it is only (what the harness runs, for the issue's
 targets); ``--json`` prints the results as JSON on stdout and everything else on stderr.
 
@@ -37,6 +42,7 @@ import platform
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +84,32 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 """The two imports of kubernetes-asyncio, by the environment that selects them, and the local
 mode (no Kubernetes client at all) for reference: the floor the cluster mode can reach."""
+
+
+FLOOR_ENTRY_MODULES = ("proxy.cli", "proxy.runtime", "proxy.workers", "controller.kubesource")
+"""What ``mwm run`` imports before it serves (:func:`dependency_floor` imports them to list
+the third-party modules they load)."""
+FLOOR_LEFT_OUT = ("kubernetes_asyncio",)
+"""Left out of the floor: mwm loads only part of it (``controller.kubelib``); its plain import
+loads all of its ~770 model modules (``whole`` above)."""
+_LIST_DEPENDENCIES = """
+import importlib, json, sys, sysconfig
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+purelib, platlib = sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]
+found = sorted(
+    name for name, module in list(sys.modules.items())
+    if str(getattr(module, "__file__", None) or "").startswith((purelib, platlib))
+)
+print(json.dumps(found))
+"""
+_IMPORT_AND_MEASURE = """
+import importlib, json, sys
+for name in json.loads(sys.stdin.read()):
+    importlib.import_module(name)
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(json.dumps({key: int(status[key].split()[0]) * 1024 for key in ("VmRSS", "RssAnon")}))
+"""
 
 
 class BenchError(Exception):
@@ -225,6 +257,48 @@ async def measure_one(
     return Sample(variant, startup_s, rss_ready, rss_after, requests, errors, private_ready)
 
 
+@dataclass
+class Floor:
+    """The third-party modules mwm imports at start-up, imported alone in a fresh interpreter
+    (no code of mwm's): the memory mwm's own code and data add to is measured from here."""
+
+    rss_mib: float
+    private_mib: float
+    modules: int
+
+
+def _python(code: str, *args: str, stdin: str = "") -> str:
+    """The output of ``code`` run by a fresh interpreter, with this checkout importable."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+        timeout=START_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"dependency floor: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def floor_modules() -> list[str]:
+    """The modules ``FLOOR_ENTRY_MODULES`` load from site-packages (listed by a fresh
+    interpreter that imports them), except ``FLOOR_LEFT_OUT``'s."""
+    listed: list[str] = json.loads(_python(_LIST_DEPENDENCIES, *FLOOR_ENTRY_MODULES))
+    return [m for m in listed if m.split(".")[0] not in FLOOR_LEFT_OUT]
+
+
+def dependency_floor() -> Floor:
+    """:class:`Floor`: :func:`floor_modules` imported by a fresh interpreter, whose ``VmRSS``
+    and ``RssAnon`` are then read."""
+    modules = floor_modules()
+    sizes = json.loads(_python(_IMPORT_AND_MEASURE, stdin=json.dumps(modules)))
+    return Floor(sizes["VmRSS"] / MIB, sizes["RssAnon"] / MIB, len(modules))
+
+
 async def measure(
     rounds: int,
     requests: int,
@@ -325,6 +399,14 @@ def report(samples: list[Sample], requests: int) -> tuple[str, dict[str, float]]
     return "\n".join(lines), figures
 
 
+def floor_line(floor: Floor) -> str:
+    return (
+        f"The {floor.modules} modules mwm imports from its dependencies "
+        f"({', '.join(FLOOR_LEFT_OUT)} left out), imported alone: RSS {floor.rss_mib:.1f} MiB "
+        f"({floor.private_mib:.1f} MiB private)."
+    )
+
+
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -367,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     table, figures = report(samples, args.requests)
     print(table, file=out)
+    try:
+        floor = dependency_floor()
+    except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"footprint: {exc}", file=sys.stderr)
+        return 2
+    print(floor_line(floor), file=out)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {
@@ -378,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": list(variants),
         "errors": sum(s.errors for s in samples),
         "figures": figures,
+        "floor": asdict(floor),
         "samples": [asdict(s) for s in samples],
     }
     (args.results_dir / f"footprint-{stamp}.json").write_text(

@@ -730,6 +730,7 @@ def footprint(options: Options) -> dict[str, Any]:
         "rss_ready_mib": figures["lazy_rss_ready_mib"],
         "rss_after_mib": figures["lazy_rss_after_mib"],
         "private_ready_mib": figures.get("lazy_private_ready_mib"),
+        "floor": document.get("floor"),
     }
 
 

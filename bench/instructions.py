@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench import harness
+from bench.nginx import nginx_binary
 from bench.revisions import short_commit, worktree
 from bench.servers import Server, ServerError
 
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"missing: {tool} (apt-get install valgrind)", file=sys.stderr)
             return 2
-    nginx = harness.nginx_binary()
+    nginx = nginx_binary()
     if nginx is None:
         print("missing: nginx (apt-get install nginx-light)", file=sys.stderr)
         return 2

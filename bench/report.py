@@ -88,6 +88,18 @@ def _private(footprint: Mapping[str, Any]) -> str:
     return "" if private is None else f" (of which {float(private):.1f} MiB private, RssAnon)"
 
 
+def _floor(footprint: Mapping[str, Any]) -> str:
+    """``; its dependencies alone N MiB`` when the footprint measured them (``Floor``)."""
+    floor = footprint.get("floor")
+    if not floor:
+        return ""
+    return (
+        f"; the {floor['modules']} modules it imports from its dependencies, imported alone "
+        f"(kubernetes-asyncio left out): RSS {float(floor['rss_mib']):.1f} MiB "
+        f"({float(floor['private_mib']):.1f} private)"
+    )
+
+
 def _two_workers_unavailable(results: Mapping[str, Any]) -> str | None:
     reason = results.get("two_workers", {}).get("not_measured")
     return None if reason is None else str(reason)
@@ -419,7 +431,8 @@ def render(results: Mapping[str, Any]) -> str:
                 f"of {footprint['rounds']} round(s)): start-up to ready "
                 f"{footprint['startup_s']:.3f} s, RSS {footprint['rss_ready_mib']:.1f} MiB "
                 f"after start-up{_private(footprint)}, {footprint['rss_after_mib']:.1f} MiB "
-                f"after {footprint['requests']:,} requests ({footprint['errors']} non-200)",
+                f"after {footprint['requests']:,} requests ({footprint['errors']} non-200)"
+                f"{_floor(footprint)}",
             ]
     lines += ["", "targets (issue 15's; RSS growth and reaction time from the earlier issues):"]
     for row in results["verdicts"]:

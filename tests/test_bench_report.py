@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench import harness, report
-from bench.footprint import Sample
+from bench.footprint import Sample, dependency_floor, floor_modules
 from bench.footprint import report as footprint_report
 
 Results = dict[str, Any]
@@ -398,6 +398,30 @@ def test_render_footprint_private_memory() -> None:
     assert (
         "RSS 45.0 MiB after start-up (of which 41.2 MiB private, RssAnon), 48.0 MiB after"
     ) in text
+
+
+def test_render_footprint_dependency_floor() -> None:
+    """What mwm's dependencies weigh imported alone is shown after the footprint's figures."""
+    results = passing()
+    results["footprint"]["floor"] = {"rss_mib": 53.62, "private_mib": 36.8, "modules": 296}
+    text = report.render(_document(results))
+    assert (
+        "(0 non-200); the 296 modules it imports from its dependencies, imported alone "
+        "(kubernetes-asyncio left out): RSS 53.6 MiB (36.8 private)"
+    ) in text
+
+
+def test_footprint_dependency_floor_imports_no_mwm_code() -> None:
+    """The floor imports what mwm's start-up imports from its dependencies, none of mwm's
+    own modules, and not kubernetes-asyncio (mwm loads only part of it)."""
+    modules = floor_modules()
+    tops = {name.split(".")[0] for name in modules}
+    assert {"aiohttp", "jinja2", "pydantic_settings", "babel", "prometheus_client"} <= tops
+    assert "aiohttp.web" in modules
+    assert not tops & {"proxy", "controller", "bench", "tests", "kubernetes_asyncio"}
+    floor = dependency_floor()
+    assert floor.modules == len(modules)
+    assert 0 < floor.private_mib < floor.rss_mib
 
 
 def test_render_footprint_error() -> None:
