@@ -6,6 +6,9 @@ port of 127.0.0.1 and each in its own process:
 - ``direct``: the upstream, nginx serving a 1 KiB page (:mod:`bench.upstream`);
 - ``nginx-proxy``: nginx as reverse proxy in front of it (:mod:`bench.nginx`);
 - ``naive-proxy``: the minimal aiohttp proxy (:mod:`bench.naive_proxy`);
+- ``floor-proxy``: the floor, a protocol-level proxy on aiohttp's C parsers and uvloop and
+  nothing else (:mod:`bench.floor_proxy`): issue 15's targets are ratios to nginx, and this
+  says what a Python proxy on mwm's parts costs on the same machine;
 - ``mwm-proxy``: ``mwm run`` with its features on: bypass rules (prefixes, token, CIDRs),
   a state file with a critical service, trusted forwarded hops, metrics (always on);
 - ``mwm-proxy-2w``: the same with two workers (``MWM_LISTEN__WORKERS=2``), only on a
@@ -66,13 +69,14 @@ THROUGHPUT_TARGETS = (
     "direct",
     "nginx-proxy",
     "naive-proxy",
+    "floor-proxy",
     "mwm-proxy",
     "mwm-proxy-2w",
     "nginx-503",
     "aiohttp-503",
     "mwm-503",
 )
-RATE_TARGETS = ("direct", "nginx-proxy", "naive-proxy", "mwm-proxy")
+RATE_TARGETS = ("direct", "nginx-proxy", "naive-proxy", "floor-proxy", "mwm-proxy")
 
 REQUEST_HEADERS = {
     # What a browser behind one ingress sends: mwm negotiates the page format on Accept
@@ -457,10 +461,10 @@ class Lab:
         elif name == "nginx-503":
             port = free_port()
             block = static_503_block(port=port, body=page(1024, title="Down for maintenance"))
-        elif name == "naive-proxy":
+        elif name in ("naive-proxy", "floor-proxy"):
             return python_server(
                 name,
-                "bench.naive_proxy",
+                f"bench.{name.replace('-', '_')}",
                 "--upstream",
                 f"http://127.0.0.1:{up}",
                 workdir=workdir,

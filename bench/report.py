@@ -257,6 +257,26 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
         lambda r: _median(r, "naive-proxy", "rps"),
     ),
     (
+        "floor proxy / nginx proxy CPU per proxied request (what issue 15's 2.5x leaves mwm)",
+        "1.80x, issue 15 (the same design on aiohttp's C parsers)",
+        lambda r: _cpu_ratio(r, "floor-proxy", "nginx-proxy"),
+    ),
+    (
+        "mwm / floor proxy CPU per proxied request (mwm's features and structure)",
+        "none yet",
+        lambda r: _cpu_ratio(r, "mwm-proxy", "floor-proxy"),
+    ),
+    (
+        "floor proxy added p50 at a fixed rate (ms)",
+        "0.10 with httptools, issue 15",
+        lambda r: r.get("fixed_rate", {}).get("floor-proxy", {}).get("added_p50_ms"),
+    ),
+    (
+        "floor proxy added p99 at a fixed rate (ms)",
+        "0.36 with httptools, issue 15",
+        lambda r: r.get("fixed_rate", {}).get("floor-proxy", {}).get("added_p99_ms"),
+    ),
+    (
         "aiohttp pre-rendered 503 / nginx static 503 throughput",
         "0.27x, issue 15 (nginx client-bound); 0.45-0.49x, issue 11",
         lambda r: _ratio(_median(r, "aiohttp-503", "rps"), _median(r, "nginx-503", "rps")),
