@@ -2,8 +2,9 @@
 
 The counters are ``prometheus_client`` counters with their labelled children bound once
 per label value (the first time it is counted: a series appears once it has happened, as
-before) and kept in a dict, so the hot path is a dict lookup and ``inc()``:
-``metrics.requests.inc("forward")``.
+before) and kept in a dict: ``metrics.requests.inc("forward")``.  With one process the hot
+path adds to a plain integer, handed to the child whenever the registry is read (see
+``_Children``).
 
 With ``MWM_LISTEN__WORKERS>1`` (:mod:`proxy.workers`) the parent gives every worker the
 same fresh ``PROMETHEUS_MULTIPROC_DIR`` inside its own temporary directory (``/tmp``, the
@@ -94,19 +95,48 @@ K = TypeVar("K")
 
 class _Children(Generic[K]):
     """A labelled counter's children by label value, bound on first use (no label lookup
-    per request)."""
+    per request).
 
-    __slots__ = ("_bind", "_children")
+    With one process (``pending``), a count is added to a plain integer and handed to the
+    ``prometheus_client`` child when the counters are read (:meth:`flush`, before every
+    exposition): a lock and three calls less per request (~0.9 µs against 0.1), the same
+    figures whenever anyone looks.  With several workers every count goes to the child at
+    once: another worker's scrape reads it from the shared files, which this one cannot
+    flush."""
 
-    def __init__(self, counter: Counter) -> None:
+    __slots__ = ("_bind", "_children", "_pending")
+
+    def __init__(self, counter: Counter, *, pending: bool) -> None:
         self._bind = counter.labels
         self._children: dict[K, Counter] = {}
+        self._pending: dict[K, int] | None = {} if pending else None
 
     def inc(self, key: K) -> None:
+        pending = self._pending
+        if pending is not None:
+            count = pending.get(key)
+            if count is not None:
+                pending[key] = count + 1
+                return
+            self._child(key)  # the series appears once it has happened, as before
+            pending[key] = 1
+            return
+        self._child(key).inc()
+
+    def _child(self, key: K) -> Counter:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._bind(f"{key}")
-        child.inc()
+        return child
+
+    def flush(self) -> None:
+        """Hand the counts kept since the last flush to the children."""
+        pending = self._pending
+        if pending:
+            for key, count in pending.items():
+                if count:
+                    self._children[key].inc(count)
+                    pending[key] = 0
 
 
 def multiprocess_dir() -> Path | None:
@@ -139,20 +169,25 @@ class Metrics:
             # prometheus_client adds ``_total`` back to a counter's samples.
             return Counter(name.removesuffix("_total"), _HELP[name], labels, registry=counters)
 
-        self.requests: _Children[str] = _Children(counter("mwm_requests_total", ("outcome",)))
+        pending = shared is None  # see _Children
+        self.requests: _Children[str] = _Children(
+            counter("mwm_requests_total", ("outcome",)), pending=pending
+        )
         """Keyed by outcome: forward, bypass, block, invalid, services, status."""
-        self.bypasses: _Children[str] = _Children(counter("mwm_bypass_total", ("rule",)))
+        self.bypasses: _Children[str] = _Children(
+            counter("mwm_bypass_total", ("rule",)), pending=pending
+        )
         self.upstream_errors: _Children[int] = _Children(
-            counter("mwm_upstream_errors_total", ("status",))
+            counter("mwm_upstream_errors_total", ("status",)), pending=pending
         )
         self.rejected: _Children[int] = _Children(
-            counter("mwm_requests_rejected_total", ("status",))
+            counter("mwm_requests_rejected_total", ("status",)), pending=pending
         )
         """Keyed by status: 408, 413, 414, 431."""
         self.header_timeouts = counter("mwm_header_timeouts_total")
         self.cookies_issued = counter("mwm_bypass_cookies_issued_total")
         self.hold_outcomes: _Children[str] = _Children(
-            counter("mwm_hold_outcomes_total", ("outcome",))
+            counter("mwm_hold_outcomes_total", ("outcome",)), pending=pending
         )
         """Keyed by outcome: released, failed, rejected, gone."""
         subscribers = Gauge(
@@ -180,7 +215,21 @@ class Metrics:
         else:
             ProcessCollector(registry=own)
         own.register(_StateCollector(lambda: self._state))
-        self.registry = own
+        self._registry = own
+        self._labelled = (
+            self.requests,
+            self.bypasses,
+            self.upstream_errors,
+            self.rejected,
+            self.hold_outcomes,
+        )
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry the exposition reads, every count in it (see :class:`_Children`)."""
+        for children in self._labelled:
+            children.flush()
+        return self._registry
 
     def bypass_counts(self) -> BypassCounts:
         """The bypass counters as the exposition has them: this process's own with one

@@ -89,6 +89,23 @@ def test_names_types_help_and_labels_are_kept() -> None:
     assert ("process_start_time_seconds", ()) in values
 
 
+def test_with_one_process_every_read_has_every_count() -> None:
+    # One process counts in plain integers, handed to prometheus_client when read: each
+    # exposition and the dashboard's bypass counts have every count made before them.
+    metrics = Metrics()
+    state = SnapshotStore().current
+    metrics.requests.inc("forward")
+    assert samples(metrics.render(state))[FORWARD] == 1
+    for _ in range(3):
+        metrics.requests.inc("forward")
+    metrics.bypasses.inc("cidr")
+    assert samples(metrics.render(state))[FORWARD] == 4
+    assert samples(metrics.render(state))[FORWARD] == 4  # a read counts nothing twice
+    metrics.bypasses.inc("cidr")
+    assert metrics.bypass_counts().by_rule == {"cidr": 2}
+    assert samples(metrics.render(state))["mwm_bypass_total", (("rule", "cidr"),)] == 2
+
+
 def test_each_proxy_in_one_process_counts_on_its_own() -> None:
     first, second = Metrics(), Metrics()
     first.requests.inc("block")
