@@ -58,6 +58,8 @@ class Target:
     measure: Callable[[Mapping[str, Any]], float | None]
     unavailable: Callable[[Mapping[str, Any]], str | None] = lambda results: None
     """Why this machine cannot measure it (the verdict is then n/a, not a failure)."""
+    disturbed: Callable[[Mapping[str, Any]], str | None] = lambda results: None
+    """Why this run's figure means nothing (the verdict is then NOT MEASURED: run again)."""
 
 
 def _median(results: Mapping[str, Any], target: str, metric: str) -> float | None:
@@ -72,6 +74,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _added(results: Mapping[str, Any], metric: str) -> float | None:
     value = results.get("fixed_rate", {}).get("mwm-proxy", {}).get(f"added_{metric}")
     return None if value is None else float(value)
+
+
+def _reference_slowed(results: Mapping[str, Any], metric: str) -> str | None:
+    """Why mwm's added latency at ``metric`` means nothing: it is negative, so the direct
+    reference was slower than mwm in front of it (its rounds were disturbed), or None."""
+    added = _added(results, metric)
+    if added is None or added >= 0:
+        return None
+    rows = results.get("fixed_rate", {})
+    direct = rows.get("direct", {}).get(metric)
+    mwm = rows.get("mwm-proxy", {}).get(metric)
+    return (
+        f"disturbed: direct's own {metric.removesuffix('_ms')} ({_number(direct, 3)} ms) "
+        f"is above mwm's in front of it ({_number(mwm, 3)} ms); run again"
+    )
 
 
 def _footprint(results: Mapping[str, Any], field: str) -> float | None:
@@ -137,6 +154,7 @@ TARGETS: tuple[Target, ...] = (
         False,
         "ms",
         lambda r: _added(r, "p50_ms"),
+        disturbed=lambda r: _reference_slowed(r, "p50_ms"),
     ),
     Target(
         "added_p99",
@@ -145,6 +163,7 @@ TARGETS: tuple[Target, ...] = (
         False,
         "ms",
         lambda r: _added(r, "p99_ms"),
+        disturbed=lambda r: _reference_slowed(r, "p99_ms"),
     ),
     Target(
         "maintenance_cpu",
@@ -213,7 +232,7 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         value = None if reason is not None else target.measure(results)
         if reason is not None:
             verdict = NOT_APPLICABLE
-        elif value is None:
+        elif (reason := target.disturbed(results)) is not None or value is None:
             verdict = "NOT MEASURED"
         elif target.at_least:
             verdict = "PASS" if value >= target.limit else "FAIL"

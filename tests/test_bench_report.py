@@ -400,6 +400,24 @@ def test_render_footprint_private_memory() -> None:
     ) in text
 
 
+@pytest.mark.parametrize("metric", ["p50", "p99"])
+def test_a_negative_added_latency_is_a_disturbed_run_not_a_pass(metric: str) -> None:
+    """mwm in front of the upstream cannot answer sooner than the upstream alone: a
+    negative added latency means the direct rounds were slowed, and the verdict waits for
+    a run that can tell."""
+    results = passing()
+    results["fixed_rate"]["direct"][f"{metric}_ms"] = 11.02
+    results["fixed_rate"]["mwm-proxy"][f"{metric}_ms"] = 1.145
+    results["fixed_rate"]["mwm-proxy"][f"added_{metric}_ms"] = -9.875
+    row = next(r for r in report.verdicts(results) if r["key"] == f"added_{metric}")
+    assert row["verdict"] == "NOT MEASURED"
+    assert row["note"] == (
+        f"disturbed: direct's own {metric} (11.020 ms) is above mwm's in front of it "
+        "(1.145 ms); run again"
+    )
+    assert report.failed(report.verdicts(results))
+
+
 def test_render_footprint_dependency_floor() -> None:
     """What mwm's dependencies weigh imported alone is shown after the footprint's figures."""
     results = passing()
