@@ -1,4 +1,4 @@
-"""The performance harness: mwm next to nginx and a naive aiohttp proxy, on 127.0.0.1.
+"""The performance harness: mwm next to nginx, a naive aiohttp proxy and the floor, on 127.0.0.1.
 
 ``./scripts/bench`` (or ``.venv/bin/python -m bench.harness``) starts, each on a free
 port of 127.0.0.1 and each in its own process:
