@@ -1,4 +1,5 @@
-"""The floor: the least a Python reverse proxy on mwm's own parts can cost per request.
+"""The floors: the least a Python reverse proxy, and a Python 503 page, on mwm's own parts
+can cost per request.
 
 Issue 15 measured "a bare protocol-level proxy in Python" and put its targets against it: an
 :class:`asyncio.Protocol` per client connection, a pool of keep-alive upstream connections
@@ -14,19 +15,28 @@ closes the client's connection), no streaming (the answer is relayed once its bo
 which the harness's 1 KiB page always is), no pipelining, no request bodies.  It is a
 measuring stick, not a proxy to deploy.
 
+With ``--page`` it is the floor for the maintenance page instead: the same client protocol
+answering every request with a 503 rendered once (the 1 KiB page and headers of
+:mod:`bench.naive_page`), in one write, with its ``Date``; no negotiation, no decision.
+
     python -m bench.floor_proxy --port 8091 --upstream http://127.0.0.1:8000
+    python -m bench.floor_proxy --port 8092 --page
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser, HttpResponseParser
 
+from bench.naive_page import BODY as PAGE_BODY
+from bench.naive_page import HEADERS as PAGE_HEADERS
 from bench.naive_proxy import loop_factory, parser
 
 _DROPPED = frozenset(
@@ -114,6 +124,46 @@ class Pool:
         transport.write(head)
 
 
+class Page(BaseProtocol):
+    """One client connection answered with the page, request after request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._parser: Any = HttpRequestParser(self, loop, _LIMIT)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages, _, _ = self._parser.feed_data(data)
+        except Exception:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if messages and self.transport is not None:
+            self.transport.write(b"".join([_PAGE_HEAD, _date(), _PAGE_REST] * len(messages)))
+
+
+_clock: list[Any] = [0, b""]
+
+
+def _date() -> bytes:
+    """The ``Date`` value, formatted once per second (as mwm and nginx do)."""
+    now = int(time.time())
+    if now != _clock[0]:
+        _clock[:] = [now, formatdate(now, usegmt=True).encode()]
+    date: bytes = _clock[1]
+    return date
+
+
+def _page_parts() -> tuple[bytes, bytes]:
+    fields = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in PAGE_HEADERS.items())
+    head = b"HTTP/1.1 503 Service Unavailable\r\nServer: floor\r\n" + fields + b"Date: "
+    rest = b"\r\nContent-Length: %d\r\n\r\n%s" % (len(PAGE_BODY), PAGE_BODY)
+    return head, rest
+
+
+_PAGE_HEAD, _PAGE_REST = _page_parts()
+
+
 class Client(BaseProtocol):
     """One client connection: a request, its answer, the next request."""
 
@@ -155,15 +205,18 @@ class Client(BaseProtocol):
             self.transport.close()
 
 
-async def start(*, host: str, port: int, upstream: str) -> asyncio.Server:
-    """Listen on ``host``:``port`` (0: a free port), relaying to ``upstream``."""
+async def start(*, host: str, port: int, upstream: str | None) -> asyncio.Server:
+    """Listen on ``host``:``port`` (0: a free port), relaying to ``upstream`` (None: the
+    page floor, answering every request with the 503 page)."""
     loop = asyncio.get_running_loop()
+    if upstream is None:
+        return await loop.create_server(lambda: Page(loop), host, port, backlog=1024)
     target = urlsplit(upstream)
     pool = Pool(target.hostname or "127.0.0.1", target.port or 80, loop)
     return await loop.create_server(lambda: Client(pool, loop), host, port, backlog=1024)
 
 
-async def serve(*, host: str, port: int, upstream: str) -> None:
+async def serve(*, host: str, port: int, upstream: str | None) -> None:
     """Serve until cancelled (SIGTERM or SIGINT end the process)."""
     server = await start(host=host, port=port, upstream=upstream)
     async with server:
@@ -172,7 +225,9 @@ async def serve(*, host: str, port: int, upstream: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = parser(__doc__.split("\n\n")[0] if __doc__ else None)
-    arguments.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8000")
+    which = arguments.add_mutually_exclusive_group(required=True)
+    which.add_argument("--upstream", help="relay to it, e.g. http://127.0.0.1:8000")
+    which.add_argument("--page", action="store_true", help="answer the 503 page instead")
     args = arguments.parse_args(argv)
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         runner.run(serve(host=args.host, port=args.port, upstream=args.upstream))

@@ -16,6 +16,8 @@ port of 127.0.0.1 and each in its own process:
   generator); on fewer the report says so instead of a verdict;
 - ``nginx-503``: nginx answering a static 503 page;
 - ``aiohttp-503``: aiohttp answering a pre-rendered 503 page (:mod:`bench.naive_page`);
+- ``floor-503``: the floor for the page: the floor proxy's client protocol answering the same
+  pre-rendered 503 (:mod:`bench.floor_proxy` ``--page``);
 - ``mwm-503``: ``mwm run`` whose state file switches maintenance on.
 
 Then, in order: throughput rounds (wrk, every target once per round, interleaved),
@@ -74,6 +76,7 @@ THROUGHPUT_TARGETS = (
     "mwm-proxy-2w",
     "nginx-503",
     "aiohttp-503",
+    "floor-503",
     "mwm-503",
 )
 RATE_TARGETS = ("direct", "nginx-proxy", "naive-proxy", "floor-proxy", "mwm-proxy")
@@ -472,6 +475,8 @@ class Lab:
             )
         elif name == "aiohttp-503":
             return python_server(name, "bench.naive_page", workdir=workdir, cpus=cpus)
+        elif name == "floor-503":
+            return python_server(name, "bench.floor_proxy", "--page", workdir=workdir, cpus=cpus)
         elif name in ("mwm-proxy", "mwm-503", "mwm-soak"):
             return mwm_server(
                 name, workdir=workdir, upstream_port=up, maintenance=name == "mwm-503", cpus=cpus

@@ -296,6 +296,16 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
         lambda r: r.get("fixed_rate", {}).get("floor-proxy", {}).get("added_p99_ms"),
     ),
     (
+        "floor 503 / nginx static 503 CPU per request (what issue 15's 2x leaves the page)",
+        "none yet",
+        lambda r: _cpu_ratio(r, "floor-503", "nginx-503"),
+    ),
+    (
+        "mwm 503 / floor 503 CPU per request (mwm's page path over the floor's)",
+        "none yet",
+        lambda r: _cpu_ratio(r, "mwm-503", "floor-503"),
+    ),
+    (
         "aiohttp pre-rendered 503 / nginx static 503 throughput",
         "0.27x, issue 15 (nginx client-bound); 0.45-0.49x, issue 11",
         lambda r: _ratio(_median(r, "aiohttp-503", "rps"), _median(r, "nginx-503", "rps")),

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bench.floor_proxy import start
+from bench.naive_page import BODY as PAGE_BODY
 
 
 async def test_the_floor_proxy_relays_requests_on_kept_alive_connections(
@@ -48,3 +49,22 @@ async def test_the_floor_proxy_relays_requests_on_kept_alive_connections(
     assert "Keep-Alive" not in relayed  # hop-by-hop
     assert relayed["Host"] == f"127.0.0.1:{port}"
     assert len(seen) == 2
+
+
+async def test_the_page_floor_answers_every_request_with_the_503_page() -> None:
+    server = await start(host="127.0.0.1", port=0, upstream=None)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for path in ("/", "/checkout?x=1"):
+                async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                    assert response.status == 503
+                    assert await response.read() == PAGE_BODY
+                    assert response.headers["Retry-After"] == "300"
+                    assert response.headers["Cache-Control"] == "no-store"
+                    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+                    assert response.headers["Date"].endswith(" GMT")
+    finally:
+        server.close()
+        await server.wait_closed()
