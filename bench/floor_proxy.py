@@ -26,6 +26,7 @@ answering every request with a 503 rendered once (the 1 KiB page and headers of
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from email.utils import formatdate
@@ -38,22 +39,10 @@ from aiohttp.http import HttpRequestParser, HttpResponseParser
 from bench.naive_page import BODY as PAGE_BODY
 from bench.naive_page import HEADERS as PAGE_HEADERS
 from bench.naive_proxy import loop_factory, parser
+from proxy.hopbyhop import HOP_BY_HOP_RAW
 
-_DROPPED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-    }
-)
-"""The hop-by-hop fields (RFC 9110 section 7.6.1) and the forwarding ones the floor sets."""
-_DROPPED_RAW = frozenset(name.encode() for name in _DROPPED)
+_DROPPED_RAW = HOP_BY_HOP_RAW | {b"x-forwarded-for", b"x-forwarded-proto"}
+"""mwm's hop-by-hop fields (RFC 9110 section 7.6.1) and the forwarding ones the floor sets."""
 _LIMIT = 2**16
 
 
@@ -139,19 +128,15 @@ class Page(BaseProtocol):
                 self.transport.close()
             return
         if messages and self.transport is not None:
-            self.transport.write(b"".join([_PAGE_HEAD, _date(), _PAGE_REST] * len(messages)))
+            self.transport.write(
+                b"".join([_PAGE_HEAD, _date_at(int(time.time())), _PAGE_REST] * len(messages))
+            )
 
 
-_clock: list[Any] = [0, b""]
-
-
-def _date() -> bytes:
-    """The ``Date`` value, formatted once per second (as mwm and nginx do)."""
-    now = int(time.time())
-    if now != _clock[0]:
-        _clock[:] = [now, formatdate(now, usegmt=True).encode()]
-    date: bytes = _clock[1]
-    return date
+@functools.lru_cache(maxsize=1)
+def _date_at(second: int) -> bytes:
+    """The ``Date`` value for ``second``: formatted once a second (as mwm and nginx do)."""
+    return formatdate(second, usegmt=True).encode()
 
 
 def _page_parts() -> tuple[bytes, bytes]:

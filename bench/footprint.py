@@ -103,12 +103,12 @@ found = sorted(
 )
 print(json.dumps(found))
 """
-_IMPORT_AND_MEASURE = """
-import importlib, json, sys
-for name in json.loads(sys.stdin.read()):
+_IMPORT_AND_WAIT = """
+import importlib, sys
+for name in sys.argv[1:]:
     importlib.import_module(name)
-status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-print(json.dumps({key: int(status[key].split()[0]) * 1024 for key in ("VmRSS", "RssAnon")}))
+print("imported", flush=True)
+sys.stdin.read()  # measured from outside (bench.servers) until its input ends
 """
 
 
@@ -267,36 +267,47 @@ class Floor:
     modules: int
 
 
-def _python(code: str, *args: str, stdin: str = "") -> str:
-    """The output of ``code`` run by a fresh interpreter, with this checkout importable."""
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-        timeout=START_TIMEOUT_S,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"dependency floor: {result.stderr.strip()[-2000:]}")
-    return result.stdout
+_FRESH_ENVIRONMENT = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def floor_modules() -> list[str]:
     """The modules ``FLOOR_ENTRY_MODULES`` load from site-packages (listed by a fresh
     interpreter that imports them), except ``FLOOR_LEFT_OUT``'s."""
-    listed: list[str] = json.loads(_python(_LIST_DEPENDENCIES, *FLOOR_ENTRY_MODULES))
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_DEPENDENCIES, *FLOOR_ENTRY_MODULES],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_FRESH_ENVIRONMENT,
+        check=False,
+        timeout=START_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"dependency floor: {result.stderr.strip()[-2000:]}")
+    listed: list[str] = json.loads(result.stdout)
     return [m for m in listed if m.split(".")[0] not in FLOOR_LEFT_OUT]
 
 
 def dependency_floor() -> Floor:
-    """:class:`Floor`: :func:`floor_modules` imported by a fresh interpreter, whose ``VmRSS``
-    and ``RssAnon`` are then read."""
+    """:class:`Floor`: :func:`floor_modules` imported by a fresh interpreter, whose RSS and
+    private part are read once it has imported them (as every server's here)."""
     modules = floor_modules()
-    sizes = json.loads(_python(_IMPORT_AND_MEASURE, stdin=json.dumps(modules)))
-    return Floor(sizes["VmRSS"] / MIB, sizes["RssAnon"] / MIB, len(modules))
+    with subprocess.Popen(
+        [sys.executable, "-c", _IMPORT_AND_WAIT, *modules],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_FRESH_ENVIRONMENT,
+    ) as child:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "imported":  # blocks until it has, or exited
+            _, errors = child.communicate(timeout=START_TIMEOUT_S)
+            raise BenchError(f"dependency floor: {errors.strip()[-2000:]}")
+        rss, private = rss_bytes(child.pid), private_bytes(child.pid)
+        child.communicate(timeout=START_TIMEOUT_S)  # ends its input: it exits
+    return Floor(rss / MIB, private / MIB, len(modules))
 
 
 async def measure(

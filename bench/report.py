@@ -71,9 +71,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _added(results: Mapping[str, Any], metric: str) -> float | None:
-    value = results.get("fixed_rate", {}).get("mwm-proxy", {}).get(f"added_{metric}")
+def _fixed(results: Mapping[str, Any], target: str, metric: str) -> float | None:
+    """``target``'s ``metric`` in the fixed-rate run (``p99_ms``, ``added_p50_ms``...)."""
+    value = results.get("fixed_rate", {}).get(target, {}).get(metric)
     return None if value is None else float(value)
+
+
+def _added(results: Mapping[str, Any], metric: str) -> float | None:
+    return _fixed(results, "mwm-proxy", f"added_{metric}")
 
 
 def _reference_slowed(results: Mapping[str, Any], metric: str) -> str | None:
@@ -82,9 +87,7 @@ def _reference_slowed(results: Mapping[str, Any], metric: str) -> str | None:
     added = _added(results, metric)
     if added is None or added >= 0:
         return None
-    rows = results.get("fixed_rate", {})
-    direct = rows.get("direct", {}).get(metric)
-    mwm = rows.get("mwm-proxy", {}).get(metric)
+    direct, mwm = _fixed(results, "direct", metric), _fixed(results, "mwm-proxy", metric)
     return (
         f"disturbed: direct's own {metric.removesuffix('_ms')} ({_number(direct, 3)} ms) "
         f"is above mwm's in front of it ({_number(mwm, 3)} ms); run again"
@@ -288,12 +291,12 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
     (
         "floor proxy added p50 at a fixed rate (ms)",
         "0.10 with httptools, issue 15",
-        lambda r: r.get("fixed_rate", {}).get("floor-proxy", {}).get("added_p50_ms"),
+        lambda r: _fixed(r, "floor-proxy", "added_p50_ms"),
     ),
     (
         "floor proxy added p99 at a fixed rate (ms)",
         "0.36 with httptools, issue 15",
-        lambda r: r.get("fixed_rate", {}).get("floor-proxy", {}).get("added_p99_ms"),
+        lambda r: _fixed(r, "floor-proxy", "added_p99_ms"),
     ),
     (
         "floor 503 / nginx static 503 CPU per request (what issue 15's 2x leaves the page)",
@@ -333,22 +336,22 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
     (
         "naive aiohttp added p50 at a fixed rate (ms)",
         "~2.5, issue 11",
-        lambda r: r.get("fixed_rate", {}).get("naive-proxy", {}).get("added_p50_ms"),
+        lambda r: _fixed(r, "naive-proxy", "added_p50_ms"),
     ),
     (
         "naive aiohttp added p99 at a fixed rate (ms)",
         "~5, issue 11",
-        lambda r: r.get("fixed_rate", {}).get("naive-proxy", {}).get("added_p99_ms"),
+        lambda r: _fixed(r, "naive-proxy", "added_p99_ms"),
     ),
     (
         "nginx added p50 at a fixed rate (ms)",
         "0.09, issue 15; ~0.3, issue 11",
-        lambda r: r.get("fixed_rate", {}).get("nginx-proxy", {}).get("added_p50_ms"),
+        lambda r: _fixed(r, "nginx-proxy", "added_p50_ms"),
     ),
     (
         "nginx added p99 at a fixed rate (ms)",
         "0.19, issue 15",
-        lambda r: r.get("fixed_rate", {}).get("nginx-proxy", {}).get("added_p99_ms"),
+        lambda r: _fixed(r, "nginx-proxy", "added_p99_ms"),
     ),
     (
         "mwm RSS at the end of the soak, local mode, 1 worker (MiB; issue 11's target <= 60)",
