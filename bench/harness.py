@@ -606,9 +606,11 @@ def _wrk(
 
 
 def fixed_rate(lab: Lab, options: Options, pinning: Pinning) -> dict[str, Any]:
-    """h2load at ``rate`` req/s, interleaved rounds; percentiles over every request."""
+    """h2load at ``rate`` req/s, interleaved rounds; percentiles over every request, and
+    each round's own (:func:`paired_added`)."""
     names = [n for n in RATE_TARGETS if n in lab.servers]
     samples: dict[str, list[int]] = {name: [] for name in names}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     achieved: dict[str, list[float]] = {name: [] for name in names}
     statuses: dict[str, dict[int, int]] = {name: {} for name in names}
     failed = dict.fromkeys(names, 0)
@@ -628,10 +630,15 @@ def fixed_rate(lab: Lab, options: Options, pinning: Pinning) -> dict[str, Any]:
             for status, count in result.statuses.items():
                 statuses[name][status] = statuses[name].get(status, 0) + count
             ordered = sorted(result.durations_us)
+            this_round = {
+                "p50_ms": percentile(ordered, 50) / 1000,
+                "p99_ms": percentile(ordered, 99) / 1000,
+            }
+            rounds[name].append(this_round)
             _log(
                 f"fixed rate round {number + 1}/{options.rounds} {name}: "
-                f"{result.achieved_per_s:.0f} req/s, p50 {percentile(ordered, 50) / 1000:.3f} ms"
-                f", p99 {percentile(ordered, 99) / 1000:.3f} ms"
+                f"{result.achieved_per_s:.0f} req/s, p50 {this_round['p50_ms']:.3f} ms"
+                f", p99 {this_round['p99_ms']:.3f} ms"
             )
     summary: dict[str, Any] = {}
     for name in names:
@@ -645,13 +652,31 @@ def fixed_rate(lab: Lab, options: Options, pinning: Pinning) -> dict[str, Any]:
             "p90_ms": percentile(ordered, 90) / 1000,
             "p99_ms": percentile(ordered, 99) / 1000,
             "max_ms": ordered[-1] / 1000,
+            "rounds": rounds[name],
         }
     direct = summary.get("direct")
     if direct is not None:
-        for row in summary.values():
+        for name, row in summary.items():
             row["added_p50_ms"] = row["p50_ms"] - direct["p50_ms"]
             row["added_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
+            row.update(paired_added(rounds[name], rounds["direct"]))
     return summary
+
+
+def paired_added(
+    target: Sequence[Mapping[str, float]], direct: Sequence[Mapping[str, float]]
+) -> dict[str, Any]:
+    """What a target adds to direct's latency round by round: each round's percentile minus
+    direct's in the same round (the rounds are interleaved: each pair ran close in time),
+    and their median.  The pooled figures (``added_p99_ms``) let one disturbed round of
+    either decide the whole run's tail; these show every round's, and where most agree."""
+    paired: dict[str, Any] = {}
+    for metric in ("p50", "p99"):
+        key = f"{metric}_ms"
+        added = [t[key] - d[key] for t, d in zip(target, direct, strict=True)]
+        paired[f"added_{metric}_rounds_ms"] = added
+        paired[f"added_{metric}_round_median_ms"] = _median(added)
+    return paired
 
 
 def soak(lab: Lab, options: Options, pinning: Pinning, *, rate_hint: float) -> dict[str, Any]:

@@ -94,6 +94,25 @@ def _reference_slowed(results: Mapping[str, Any], metric: str) -> str | None:
     )
 
 
+def _paired_rounds(rate: Mapping[str, Any]) -> list[str]:
+    """The fixed rate's added latency round by round (``bench.harness.paired_added``): one
+    line per target but direct, each round's figure then their median; none for results
+    from before the rounds were kept."""
+    lines = []
+    for name, row in rate.items():
+        if name == "direct" or not row.get("added_p50_rounds_ms"):
+            continue
+        figures = [
+            " / ".join(f"{value:.3f}" for value in row[f"added_{metric}_rounds_ms"])
+            + f" (median {_number(row.get(f'added_{metric}_round_median_ms'), 3)})"
+            for metric in ("p50", "p99")
+        ]
+        lines.append(f"  {name:<13}+p50 {figures[0]}, +p99 {figures[1]} ms")
+    if lines:
+        lines.insert(0, "added latency per round, each paired with direct's same round:")
+    return lines
+
+
 def _footprint(results: Mapping[str, Any], field: str) -> float | None:
     footprint = results.get("footprint", {})
     if field == "rss_after_mib" and not footprint.get("requests"):
@@ -289,6 +308,16 @@ REFERENCES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None]], 
         lambda r: _cpu_ratio(r, "mwm-proxy", "floor-proxy"),
     ),
     (
+        "mwm added p50 at a fixed rate, median of the rounds paired with direct's (ms)",
+        "none yet",
+        lambda r: _fixed(r, "mwm-proxy", "added_p50_round_median_ms"),
+    ),
+    (
+        "mwm added p99 at a fixed rate, median of the rounds paired with direct's (ms)",
+        "none yet",
+        lambda r: _fixed(r, "mwm-proxy", "added_p99_round_median_ms"),
+    ),
+    (
         "floor proxy added p50 at a fixed rate (ms)",
         "0.10 with httptools, issue 15",
         lambda r: _fixed(r, "floor-proxy", "added_p50_ms"),
@@ -447,6 +476,7 @@ def render(results: Mapping[str, Any]) -> str:
                 f"{_number(row['p99_ms'], 3):>9}{_number(row.get('added_p50_ms'), 3):>9}"
                 f"{_number(row.get('added_p99_ms'), 3):>9}{row['requests']:>8}"
             )
+        lines += _paired_rounds(rate)
     soak = results.get("soak")
     if soak:
         samples = ", ".join(

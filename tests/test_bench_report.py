@@ -509,3 +509,50 @@ def test_a_benchmark_of_another_revision_runs_that_revisions_code(tmp_path: Path
     )
 
     assert result.stdout.strip() == "the tree on PYTHONPATH", result.stderr
+
+
+def test_the_added_latency_paired_round_by_round_outvotes_one_disturbed_round() -> None:
+    """Each round's added latency is mwm's percentile minus direct's in the same round: a
+    round where direct was disturbed (its p99 16 ms) shows as one odd figure, and the
+    median follows the rounds that agree."""
+    direct = [{"p50_ms": 0.30, "p99_ms": 0.70}, {"p50_ms": 0.31, "p99_ms": 16.0}]
+    direct.append({"p50_ms": 0.29, "p99_ms": 0.72})
+    mwm = [{"p50_ms": 0.55, "p99_ms": 1.10}, {"p50_ms": 0.58, "p99_ms": 1.30}]
+    mwm.append({"p50_ms": 0.56, "p99_ms": 1.20})
+    paired = harness.paired_added(mwm, direct)
+    assert paired["added_p50_rounds_ms"] == pytest.approx([0.25, 0.27, 0.27])
+    assert paired["added_p50_round_median_ms"] == pytest.approx(0.27)
+    assert paired["added_p99_rounds_ms"] == pytest.approx([0.40, -14.70, 0.48])
+    assert paired["added_p99_round_median_ms"] == pytest.approx(0.40)
+    with pytest.raises(ValueError, match="longer"):  # a round missing on one side: no pairs
+        harness.paired_added(mwm[:2], direct)
+
+
+def test_render_the_rounds_paired_with_direct() -> None:
+    results = passing()
+    rounds = {"added_p50_rounds_ms": [0.25, 0.27, 0.27], "added_p99_rounds_ms": [0.4, -14.7, 0.48]}
+    results["fixed_rate"]["mwm-proxy"].update(
+        rounds, added_p50_round_median_ms=0.27, added_p99_round_median_ms=0.4
+    )
+    document = _document(results)
+    text = report.render(document)
+    assert "added latency per round, each paired with direct's same round:" in text
+    assert (
+        "  mwm-proxy    +p50 0.250 / 0.270 / 0.270 (median 0.270), "
+        "+p99 0.400 / -14.700 / 0.480 (median 0.400) ms"
+    ) in text
+    measured = {r["text"]: r["measured"] for r in document["references"]}
+    paired = "at a fixed rate, median of the rounds paired with direct's (ms)"
+    assert measured[f"mwm added p50 {paired}"] == pytest.approx(0.27)
+    assert measured[f"mwm added p99 {paired}"] == pytest.approx(0.4)
+
+
+def test_render_results_from_before_the_rounds_were_kept() -> None:
+    document = _document(passing())
+    text = report.render(document)
+    assert "added latency per round" not in text
+    measured = {r["text"]: r["measured"] for r in document["references"]}
+    assert (
+        measured["mwm added p99 at a fixed rate, median of the rounds paired with direct's (ms)"]
+        is None
+    )
