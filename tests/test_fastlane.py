@@ -106,14 +106,10 @@ BROWSER = [
 ]
 
 
-_DATE_FIELD = re.compile(rb"\r\nDate: [^\r\n]*")
-
-
 def _comparable(response: RawResponse) -> tuple[object, ...]:
-    """A response without what differs from one second to the next (``Date``): its own, and
-    the final answer's after an interim ``100 Continue`` (read here as that one's body)."""
+    """A response without what differs from one second to the next (``Date``)."""
     headers = tuple((n.lower(), v) for n, v in response.headers if n.lower() != "date")
-    return response.status_line, headers, _DATE_FIELD.sub(b"\r\nDate: -", response.body)
+    return response.status_line, headers, response.body
 
 
 async def _both(start_proxy: ProxyFactory, env: dict[str, str] | None = None) -> list[RunningProxy]:
@@ -230,10 +226,17 @@ def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
     """The complete responses at the start of ``data``, answers to requests that were
     ``HEAD`` or not (``heads``): an answer to ``HEAD``, a 204 and a 304 have no body; the
     others here have a ``Content-Length``, are chunked (compared as sent) or end with the
-    connection."""
+    connection.  An interim answer (``100 Continue``) has no body either: its status line
+    is kept in front of its request's final answer's (``HTTP/1.1 100 Continue`` then a
+    ``\r\n`` then ``HTTP/1.1 200 OK``)."""
     responses = []
+    interim = ""
     for head in heads:
         end = data.find(b"\r\n\r\n")
+        while end >= 0 and _INTERIM.match(data):
+            interim += data[: data.index(b"\r\n")].decode("latin-1") + "\r\n"
+            data = data[end + 4 :]
+            end = data.find(b"\r\n\r\n")
         if end < 0:
             break
         status_line, *lines = data[:end].decode("latin-1").split("\r\n")
@@ -253,9 +256,14 @@ def _responses(data: bytes, heads: list[bool]) -> list[RawResponse]:
             length = len(rest)
         elif len(rest) < length:
             break
-        responses.append(RawResponse(status, headers, rest[:length], status_line))
-        data = rest[length:]
+        responses.append(RawResponse(status, headers, rest[:length], interim + status_line))
+        data, interim = rest[length:], ""
     return responses
+
+
+_INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)\d\d[ \r]")
+"""The status line of an interim answer (1xx but ``101 Switching Protocols``, whose
+connection then speaks another protocol)."""
 
 
 PAGE_SEQUENCES = {
